@@ -1,0 +1,183 @@
+package ratesync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+)
+
+// ConfigEnv is the environment variable that names the configuration file
+// the package-level functions load.
+const ConfigEnv = "RATE_SYNC_CONFIG"
+
+// DefaultConfigPaths are tried in order when ConfigEnv is not set.
+var DefaultConfigPaths = []string{"rate-sync.toml", "config/rate-sync.toml"}
+
+var std struct {
+	mu     sync.Mutex
+	reg    *Registry
+	loaded bool
+	err    error
+}
+
+// Default returns the registry behind the package-level functions. On first
+// use it loads the configuration: the file named by RATE_SYNC_CONFIG, else
+// the first of ./rate-sync.toml and ./config/rate-sync.toml that exists;
+// with none, the registry starts empty. Loading happens once; its error is
+// returned by every later call, so fix the file (or call LoadConfig).
+func Default() (*Registry, error) {
+	std.mu.Lock()
+	defer std.mu.Unlock()
+	if std.reg == nil {
+		std.reg = NewRegistry()
+	}
+	if !std.loaded {
+		std.loaded = true
+		std.err = autoLoad(std.reg)
+	}
+	return std.reg, std.err
+}
+
+func autoLoad(r *Registry) error {
+	if path, ok := os.LookupEnv(ConfigEnv); ok && path != "" {
+		if err := r.LoadConfig(path); err != nil {
+			return fmt.Errorf("ratesync: %s=%s: %w", ConfigEnv, path, err)
+		}
+		return nil
+	}
+	for _, path := range DefaultConfigPaths {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		return r.LoadConfig(path)
+	}
+	return nil
+}
+
+// LoadConfig loads the file at path into the default registry, instead of
+// (or after) the file found automatically, and clears an earlier automatic
+// loading error.
+func LoadConfig(path string) error {
+	std.mu.Lock()
+	defer std.mu.Unlock()
+	if std.reg == nil {
+		std.reg = NewRegistry()
+	}
+	std.loaded = true
+	if err := std.reg.LoadConfig(path); err != nil {
+		return err
+	}
+	std.err = nil
+	return nil
+}
+
+// ConfigureStore opens a store on the default registry; see
+// Registry.ConfigureStore.
+func ConfigureStore(name, engine string, options map[string]any) error {
+	r, err := Default()
+	if err != nil {
+		return err
+	}
+	return r.ConfigureStore(name, engine, options)
+}
+
+// ConfigureLimiter adds a limiter to the default registry; see
+// Registry.ConfigureLimiter.
+func ConfigureLimiter(name string, rule Rule) error {
+	r, err := Default()
+	if err != nil {
+		return err
+	}
+	return r.ConfigureLimiter(name, rule)
+}
+
+// Clone adds a copy of a limiter to the default registry; see
+// Registry.Clone.
+func Clone(source, name string, edit func(*Rule)) error {
+	r, err := Default()
+	if err != nil {
+		return err
+	}
+	return r.Clone(source, name, edit)
+}
+
+// Get returns a limiter of the default registry.
+func Get(name string) (*Limiter, error) {
+	r, err := Default()
+	if err != nil {
+		return nil, err
+	}
+	return r.Limiter(name)
+}
+
+// GetOrClone returns the limiter of rule name for one identifier (or a path
+// of identifiers) in the default registry; see Registry.GetOrClone.
+func GetOrClone(name string, ids ...string) (*Limiter, error) {
+	r, err := Default()
+	if err != nil {
+		return nil, err
+	}
+	return r.GetOrClone(name, ids...)
+}
+
+// Resolve resolves a template such as "api:{user_id}" in the default
+// registry; see Registry.Resolve.
+func Resolve(tmpl string, values Values) (*Limiter, error) {
+	r, err := Default()
+	if err != nil {
+		return nil, err
+	}
+	return r.Resolve(tmpl, values)
+}
+
+// Try makes one attempt on a limiter of the default registry; see
+// Limiter.Try.
+func Try(ctx context.Context, name string, opts ...CallOption) (Decision, error) {
+	r, err := Default()
+	if err != nil {
+		return Decision{Limiter: name}, err
+	}
+	return r.Try(ctx, name, opts...)
+}
+
+// Acquire waits on a limiter of the default registry; see Limiter.Acquire.
+func Acquire(ctx context.Context, name string, opts ...CallOption) (*Lease, error) {
+	r, err := Default()
+	if err != nil {
+		return nil, err
+	}
+	return r.Acquire(ctx, name, opts...)
+}
+
+// Do acquires, runs fn and releases, on a limiter of the default registry;
+// see Limiter.Do.
+func Do(ctx context.Context, name string, fn func(context.Context) error, opts ...CallOption) error {
+	r, err := Default()
+	if err != nil {
+		return err
+	}
+	return r.Do(ctx, name, fn, opts...)
+}
+
+// TryDo runs fn only if one attempt on a limiter of the default registry
+// admits it; see Limiter.TryDo.
+func TryDo(ctx context.Context, name string, fn func(context.Context) error, opts ...CallOption) (bool, error) {
+	r, err := Default()
+	if err != nil {
+		return false, err
+	}
+	return r.TryDo(ctx, name, fn, opts...)
+}
+
+// GetState reads a limiter's state in the default registry without
+// consuming; see Limiter.State.
+func GetState(ctx context.Context, name string) (State, error) {
+	r, err := Default()
+	if err != nil {
+		return State{}, err
+	}
+	return r.State(ctx, name)
+}

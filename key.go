@@ -1,0 +1,57 @@
+package ratesync
+
+import "strings"
+
+// Store keys are the rule name followed by the identifiers of a per-key
+// limiter, joined by ':'. Each component escapes '%' and ':' (as %25 and
+// %3A), so no two different (name, identifiers) lists share a key:
+// ("a", "b:c") and ("a:b", "c") stay apart.
+
+func needsEscape(s string) bool {
+	return strings.ContainsAny(s, ":%")
+}
+
+func appendComponent(b *strings.Builder, s string) {
+	if !needsEscape(s) {
+		b.WriteString(s)
+		return
+	}
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case ':':
+			b.WriteString("%3A")
+		case '%':
+			b.WriteString("%25")
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+}
+
+// storeKey joins the escaped components of a key.
+func storeKey(name string, ids ...string) string {
+	if len(ids) == 0 && !needsEscape(name) {
+		return name
+	}
+	var b strings.Builder
+	n := len(name)
+	for _, id := range ids {
+		n += 1 + len(id)
+	}
+	b.Grow(n + 8)
+	appendComponent(&b, name)
+	for _, id := range ids {
+		b.WriteByte(':')
+		appendComponent(&b, id)
+	}
+	return b.String()
+}
+
+// unescapeComponent reverses appendComponent.
+func unescapeComponent(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	r := strings.NewReplacer("%3A", ":", "%25", "%")
+	return r.Replace(s)
+}

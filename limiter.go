@@ -1,0 +1,402 @@
+package ratesync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rate-sync/ratesync-go/driver"
+)
+
+// ruleState is one configured rule as the registry holds it. Every Limiter
+// for the rule (the base one and every per-key one) points at it, so they
+// share its store, metrics and wait queues.
+type ruleState struct {
+	name     string
+	rule     Rule // normalized
+	policies []driver.Policy
+	rateCap  int // capacity of the rate policy; 0 without one
+	hasConc  bool
+	store    atomic.Pointer[storeHandle]
+	reg      *Registry
+	m        metrics
+	base     *Limiter
+}
+
+// Limiter applies one rule to one key. The limiter returned by
+// Registry.Limiter uses the rule's own key; per-key limiters (For,
+// GetOrClone, templates) share the rule and store but keep separate state.
+//
+// A Limiter is cheap (two words) and safe for concurrent use.
+type Limiter struct {
+	r   *ruleState
+	key string
+}
+
+// CallOption changes one call of Try, Acquire, Do or TryDo.
+type CallOption func(*callOpts)
+
+type callOpts struct {
+	timeout time.Duration
+	cost    int
+}
+
+// WithTimeout sets the wait budget of this call, instead of the rule's
+// Timeout. The context's deadline still applies: the earlier one wins. Zero
+// keeps the rule's timeout.
+func WithTimeout(d time.Duration) CallOption {
+	return func(o *callOpts) {
+		if d > 0 {
+			o.timeout = d
+		}
+	}
+}
+
+// WithCost takes n units of the rate or window quota instead of 1 (a
+// concurrency limit still takes one lease). n must not exceed the rule's
+// burst or limit.
+func WithCost(n int) CallOption {
+	return func(o *callOpts) { o.cost = n }
+}
+
+func (l *Limiter) opts(opts []CallOption) callOpts {
+	o := callOpts{timeout: l.r.rule.Timeout, cost: 1}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// Name returns the rule's name.
+func (l *Limiter) Name() string { return l.r.name }
+
+// Key returns the store key this limiter decides on: the rule name and the
+// identifiers, escaped and joined by ':'.
+func (l *Limiter) Key() string { return l.key }
+
+// Rule returns the limiter's rule, with defaults filled in.
+func (l *Limiter) Rule() Rule { return l.r.rule }
+
+// Metrics returns a snapshot of the rule's counters in this process.
+func (l *Limiter) Metrics() Metrics { return l.r.m.snapshot() }
+
+// For returns the limiter of the same rule for one identifier (or a path of
+// identifiers: tenant, then user). Identifiers may contain any character;
+// they never collide with each other or with other rules.
+func (l *Limiter) For(ids ...string) *Limiter {
+	parts := make([]string, 0, len(ids)+4)
+	parts = append(parts, l.ids()...)
+	parts = append(parts, ids...)
+	return &Limiter{r: l.r, key: storeKey(l.r.name, parts...)}
+}
+
+// ids recovers the identifiers of a per-key limiter from its key.
+func (l *Limiter) ids() []string {
+	base := storeKey(l.r.name)
+	if len(l.key) == len(base) {
+		return nil
+	}
+	rest := l.key[len(base)+1:]
+	var out []string
+	start := 0
+	for i := 0; i <= len(rest); i++ {
+		if i == len(rest) || rest[i] == ':' {
+			out = append(out, unescapeComponent(rest[start:i]))
+			start = i + 1
+		}
+	}
+	return out
+}
+
+type scratch struct {
+	checks  [4]driver.Check
+	results [4]driver.Result
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// attempt is the outcome of one store decision for Acquire's loop.
+type attempt struct {
+	d Decision
+	// rateRetry is the longest RetryAfter among denied rate and window
+	// checks; zero when only a concurrency check denied.
+	rateRetry time.Duration
+}
+
+func (l *Limiter) checkCost(cost int) error {
+	if cost < 1 {
+		return fmt.Errorf("ratesync: limiter %q: cost must be >= 1, got %d", l.r.name, cost)
+	}
+	if l.r.rateCap > 0 && cost > l.r.rateCap {
+		return fmt.Errorf("%w: limiter %q: cost %d, capacity %d", ErrCostTooHigh, l.r.name, cost, l.r.rateCap)
+	}
+	return nil
+}
+
+// decide makes one store decision.
+func (l *Limiter) decide(ctx context.Context, cost int) (attempt, error) {
+	rs := l.r
+	h := rs.store.Load()
+	n := len(rs.policies)
+	sc := scratchPool.Get().(*scratch)
+	for i := range n {
+		sc.checks[i] = driver.Check{Key: l.key, Policy: rs.policies[i], Cost: cost}
+	}
+	allowed, err := h.store.Decide(ctx, sc.checks[:n], sc.results[:n])
+	var a attempt
+	if err == nil {
+		a.d = combine(sc.results[:n], allowed)
+		a.d.Limiter = rs.name
+		if allowed {
+			if rs.hasConc {
+				lease := &Lease{}
+				lease.one[0] = leaseRef{rs: rs, h: h, key: l.key, id: sc.results[n-1].Lease}
+				lease.refs = lease.one[:1]
+				rs.m.leaseTaken()
+				a.d.Lease = lease
+			} else {
+				a.d.Lease = noLease
+			}
+		} else {
+			for i := range n {
+				if !sc.results[i].Allowed && rs.policies[i].Kind != driver.Concurrency {
+					a.rateRetry = max(a.rateRetry, sc.results[i].RetryAfter)
+				}
+			}
+		}
+	}
+	clear(sc.checks[:n])
+	clear(sc.results[:n])
+	scratchPool.Put(sc)
+	if err != nil {
+		return l.storeFailure(ctx, err)
+	}
+	return a, nil
+}
+
+// storeFailure applies the rule's failure policy to a store error.
+func (l *Limiter) storeFailure(ctx context.Context, err error) (attempt, error) {
+	if ctx.Err() != nil {
+		return attempt{}, fmt.Errorf("ratesync: limiter %q: %w", l.r.name, ctx.Err())
+	}
+	l.r.m.errors.Add(1)
+	if l.r.rule.FailClosed {
+		return attempt{d: Decision{Limiter: l.r.name}}, fmt.Errorf("%w: limiter %q: %w", ErrStore, l.r.name, err)
+	}
+	return attempt{d: Decision{Allowed: true, FailedOpen: true, Limiter: l.r.name, Lease: noLease}}, nil
+}
+
+func (l *Limiter) observe(op Op, d Decision, wait time.Duration, err error) {
+	if obs := l.r.reg.observer; obs != nil {
+		obs(Event{Op: op, Limiter: l.r.name, Key: l.key, Decision: d, Wait: wait, Err: err})
+	}
+}
+
+// Try makes one attempt and returns the decision without waiting. A denied
+// request is a Decision with Allowed false, not an error; an error means the
+// store could not decide and the rule fails closed, or the call was invalid.
+// When allowed, release d.Lease after the work.
+func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error) {
+	o := l.opts(opts)
+	if err := l.checkCost(o.cost); err != nil {
+		return Decision{Limiter: l.r.name}, err
+	}
+	a, err := l.decide(ctx, o.cost)
+	if err == nil {
+		if a.d.Allowed {
+			l.r.m.admitted(0, time.Now())
+		} else {
+			l.r.m.denials.Add(1)
+		}
+	}
+	l.observe(OpTry, a.d, 0, err)
+	return a.d, err
+}
+
+// Acquire waits until the rule admits the request and returns its lease;
+// release it when the work is done (for rules without max_concurrent the
+// release is a no-op, but a deferred Release costs nothing).
+//
+// A rate or window denial sleeps exactly the store's RetryAfter, then tries
+// again; a concurrency denial waits for a release (woken in FIFO order) or
+// for the earliest lease to expire. The wait budget is the rule's Timeout,
+// or WithTimeout's, bounded by ctx's deadline; when the needed wait already
+// passes the budget, Acquire gives up at once. Giving up returns a
+// *TimeoutError, which matches ErrTimeout and context.DeadlineExceeded.
+func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, error) {
+	o := l.opts(opts)
+	if err := l.checkCost(o.cost); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	deadline, hasDeadline := ctx.Deadline()
+	if o.timeout > 0 {
+		if own := start.Add(o.timeout); !hasDeadline || own.Before(deadline) {
+			deadline, hasDeadline = own, true
+		}
+	}
+	var w *waiter
+	var h *storeHandle
+	defer func() {
+		if w != nil {
+			l.r.reg.queues.leave(h, l.key, w)
+		}
+	}()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		a, err := l.decide(ctx, o.cost)
+		if err != nil {
+			l.observe(OpAcquire, a.d, time.Since(start), err)
+			return nil, err
+		}
+		now := time.Now()
+		if a.d.Allowed {
+			wait := now.Sub(start)
+			l.r.m.admitted(wait, now)
+			l.observe(OpAcquire, a.d, wait, nil)
+			return a.d.Lease, nil
+		}
+		l.r.m.denials.Add(1)
+		var sleep time.Duration
+		var wake <-chan struct{}
+		if a.rateRetry > 0 {
+			sleep = a.rateRetry
+			if hasDeadline && now.Add(sleep).After(deadline) {
+				return nil, l.timedOut(a.d, start, now, sleep)
+			}
+		} else {
+			// Denied by the concurrency limit alone: join the wait queue, then
+			// try once more so that a release between the denial and the join
+			// is not missed.
+			if w == nil {
+				h = l.r.store.Load()
+				w = l.r.reg.queues.join(h, l.key)
+				continue
+			}
+			wake = w.ch
+			sleep = a.d.RetryAfter // the earliest lease expiry
+			if hasDeadline {
+				sleep = min(sleep, deadline.Sub(now))
+			}
+			if sleep <= 0 {
+				return nil, l.timedOut(a.d, start, now, 0)
+			}
+		}
+		if timer == nil {
+			timer = time.NewTimer(sleep)
+		} else {
+			timer.Reset(sleep)
+		}
+		select {
+		case <-timer.C:
+		case <-wake:
+			l.r.reg.queues.consumed(w)
+		case <-ctx.Done():
+			now = time.Now()
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, l.timedOut(a.d, start, now, 0)
+			}
+			err := fmt.Errorf("ratesync: limiter %q: %w", l.r.name, ctx.Err())
+			l.observe(OpAcquire, a.d, now.Sub(start), err)
+			return nil, err
+		}
+		if hasDeadline && !time.Now().Before(deadline) && a.rateRetry == 0 {
+			// The budget ran out while waiting for a slot: one last try.
+			if a2, err := l.decide(ctx, o.cost); err == nil && a2.d.Allowed {
+				now := time.Now()
+				l.r.m.admitted(now.Sub(start), now)
+				l.observe(OpAcquire, a2.d, now.Sub(start), nil)
+				return a2.d.Lease, nil
+			}
+			return nil, l.timedOut(a.d, start, time.Now(), 0)
+		}
+	}
+}
+
+func (l *Limiter) timedOut(d Decision, start, now time.Time, retry time.Duration) error {
+	l.r.m.timeouts.Add(1)
+	err := &TimeoutError{Limiter: l.r.name, Waited: now.Sub(start), RetryAfter: retry}
+	l.observe(OpAcquire, d, err.Waited, err)
+	return err
+}
+
+// Do acquires, runs fn, and releases the lease when fn returns or panics.
+// It returns Acquire's error without running fn, else fn's error (or the
+// release's, when fn succeeded).
+func (l *Limiter) Do(ctx context.Context, fn func(context.Context) error, opts ...CallOption) (err error) {
+	lease, err := l.Acquire(ctx, opts...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rerr := lease.Release(ctx); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	return fn(ctx)
+}
+
+// TryDo makes one attempt; when admitted it runs fn and releases the lease
+// when fn returns or panics. It reports whether fn ran. To wait up to a
+// budget and skip the work when it runs out, use Do with WithTimeout and
+// test the error with errors.Is(err, ErrTimeout).
+func (l *Limiter) TryDo(ctx context.Context, fn func(context.Context) error, opts ...CallOption) (ran bool, err error) {
+	d, err := l.Try(ctx, opts...)
+	if err != nil || !d.Allowed {
+		return false, err
+	}
+	defer func() {
+		if rerr := d.Lease.Release(ctx); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	return true, fn(ctx)
+}
+
+// State reads the limiter's state without consuming anything.
+func (l *Limiter) State(ctx context.Context) (State, error) {
+	rs := l.r
+	h := rs.store.Load()
+	n := len(rs.policies)
+	checks := make([]driver.Check, n)
+	results := make([]driver.Result, n)
+	for i := range n {
+		checks[i] = driver.Check{Key: l.key, Policy: rs.policies[i], Cost: 1}
+	}
+	if err := h.store.Peek(ctx, checks, results); err != nil {
+		return State{}, fmt.Errorf("ratesync: limiter %q: state: %w", rs.name, err)
+	}
+	now := time.Now()
+	st := State{Allowed: true, Remaining: results[0].Remaining, Limit: results[0].Limit}
+	var reset time.Duration
+	for _, r := range results {
+		if !r.Allowed {
+			st.Allowed = false
+			st.RetryAfter = max(st.RetryAfter, r.RetryAfter)
+		}
+		if r.Remaining < st.Remaining {
+			st.Remaining, st.Limit = r.Remaining, r.Limit
+		}
+		st.CurrentUsage = max(st.CurrentUsage, r.Limit-r.Remaining)
+		reset = max(reset, r.ResetAfter)
+	}
+	st.ResetAt = now.Add(reset)
+	return st, nil
+}
+
+// Reset removes the stored state of this limiter's key (all its policies).
+// Leases held by callers become no-ops to release. Metrics are kept.
+func (l *Limiter) Reset(ctx context.Context) error {
+	if err := l.r.store.Load().store.Reset(ctx, l.key); err != nil {
+		return fmt.Errorf("ratesync: limiter %q: reset: %w", l.r.name, err)
+	}
+	return nil
+}

@@ -1,0 +1,347 @@
+package ratesync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/rate-sync/ratesync-go/driver"
+)
+
+// Registry holds named stores and limiters. Everything the package-level
+// functions do is available on an explicit Registry, which keeps no global
+// state: create one with NewRegistry, fill it with LoadConfig or the
+// Configure methods, and Close it when done.
+//
+// A Registry is safe for concurrent use.
+type Registry struct {
+	mu       sync.RWMutex
+	stores   map[string]*storeHandle
+	rules    map[string]*ruleState
+	http     HTTPConfig
+	observer Observer
+	queues   waitQueues
+	closed   bool
+}
+
+// storeHandle is one configured store.
+type storeHandle struct {
+	name    string
+	engine  string
+	store   driver.Store
+	owned   bool              // opened by the registry, so closed by it
+	options map[string]string // for listing, secrets redacted
+	unsub   func()
+}
+
+// RegistryOption configures a Registry.
+type RegistryOption func(*Registry)
+
+// WithObserver sets a function that receives one Event per decision.
+func WithObserver(fn Observer) RegistryOption {
+	return func(r *Registry) { r.observer = fn }
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(opts ...RegistryOption) *Registry {
+	r := &Registry{stores: map[string]*storeHandle{}, rules: map[string]*ruleState{}}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+func checkName(kind, name string) error {
+	switch {
+	case name == "":
+		return &ConfigError{Msg: kind + " name must not be empty"}
+	case strings.ContainsAny(name, "{}"):
+		return &ConfigError{Msg: fmt.Sprintf("%s name %q must not contain '{' or '}' (they mark template placeholders)", kind, name)}
+	}
+	return nil
+}
+
+// AddStore registers a store the caller created and owns: the registry never
+// closes it. A store of the same name is replaced; limiters on it move to the
+// new store.
+func (r *Registry) AddStore(name string, s driver.Store) error {
+	if err := checkName("store", name); err != nil {
+		return err
+	}
+	if s == nil {
+		return &ConfigError{Table: "stores." + name, Msg: "store is nil"}
+	}
+	return r.putStore(&storeHandle{name: name, engine: fmt.Sprintf("%T", s), store: s})
+}
+
+// ConfigureStore opens a store with a registered engine ("memory", or
+// "redis" and "postgres" when their packages are imported) and the same
+// options as a [stores.NAME] table. The registry owns and closes it.
+func (r *Registry) ConfigureStore(name, engine string, options map[string]any) error {
+	if err := checkName("store", name); err != nil {
+		return err
+	}
+	h, err := openStore(&StoreConfig{Name: name, Engine: engine, Options: options})
+	if err != nil {
+		return err
+	}
+	return r.putStore(h)
+}
+
+func (r *Registry) putStore(h *storeHandle) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		h.close()
+		return ErrClosed
+	}
+	old := r.stores[h.name]
+	r.stores[h.name] = h
+	r.subscribe(h)
+	for _, rs := range r.rules {
+		if rs.rule.Store == h.name {
+			rs.store.Store(h)
+		}
+	}
+	r.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	return nil
+}
+
+// subscribe wires a store's release notifications to the wait queues.
+func (r *Registry) subscribe(h *storeHandle) {
+	if n, ok := h.store.(driver.ReleaseNotifier); ok {
+		h.unsub = n.SubscribeReleases(func(key string) { r.queues.notify(h, key) })
+	}
+}
+
+func (h *storeHandle) close() error {
+	if h.unsub != nil {
+		h.unsub()
+	}
+	if h.owned {
+		return h.store.Close()
+	}
+	return nil
+}
+
+// ConfigureLimiter adds the limiter name with rule, replacing any limiter of
+// that name. Limiters obtained before keep the old rule.
+func (r *Registry) ConfigureLimiter(name string, rule Rule) error {
+	if err := checkName("limiter", name); err != nil {
+		return err
+	}
+	nr, err := rule.normalize()
+	if err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			ce.Table = "limiters." + name
+		}
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	h := r.stores[nr.Store]
+	if h == nil {
+		return &ConfigError{Table: "limiters." + name, Key: "store", Msg: fmt.Sprintf("store %q is not configured (stores: %s)", nr.Store, listNames(r.stores)), Err: ErrStoreNotFound}
+	}
+	r.rules[name] = r.newRuleState(name, nr, h)
+	return nil
+}
+
+func listNames[V any](m map[string]V) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	return strings.Join(slices.Sorted(maps.Keys(m)), ", ")
+}
+
+func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState {
+	rs := &ruleState{name: name, rule: nr, policies: nr.policies(), reg: r}
+	for _, p := range rs.policies {
+		switch p.Kind {
+		case driver.Concurrency:
+			rs.hasConc = true
+		default:
+			rs.rateCap = p.Capacity()
+		}
+	}
+	rs.store.Store(h)
+	rs.base = &Limiter{r: rs, key: storeKey(name)}
+	return rs
+}
+
+// Clone adds the limiter name with source's rule, changed by edit when edit
+// is not nil (for example to give one tenant a higher rate). The clone has
+// its own state.
+func (r *Registry) Clone(source, name string, edit func(*Rule)) error {
+	r.mu.RLock()
+	rs := r.rules[source]
+	r.mu.RUnlock()
+	if rs == nil {
+		return notFound(ErrLimiterNotFound, source)
+	}
+	rule := rs.rule
+	if edit != nil {
+		edit(&rule)
+	}
+	return r.ConfigureLimiter(name, rule)
+}
+
+// Limiter returns the limiter name.
+func (r *Registry) Limiter(name string) (*Limiter, error) {
+	r.mu.RLock()
+	rs := r.rules[name]
+	closed := r.closed
+	r.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if rs == nil {
+		return nil, notFound(ErrLimiterNotFound, name)
+	}
+	return rs.base, nil
+}
+
+// GetOrClone returns the limiter of rule name for one identifier (or a
+// path of identifiers, such as tenant then user): the same rule, state of
+// its own. Per-key state lives in the store and expires when idle, so any
+// number of identifiers can be used. It is Limiter(name) followed by For.
+func (r *Registry) GetOrClone(name string, ids ...string) (*Limiter, error) {
+	l, err := r.Limiter(name)
+	if err != nil {
+		return nil, err
+	}
+	return l.For(ids...), nil
+}
+
+// Try is shorthand for Limiter(name) followed by Try.
+func (r *Registry) Try(ctx context.Context, name string, opts ...CallOption) (Decision, error) {
+	l, err := r.Limiter(name)
+	if err != nil {
+		return Decision{Limiter: name}, err
+	}
+	return l.Try(ctx, opts...)
+}
+
+// Acquire is shorthand for Limiter(name) followed by Acquire.
+func (r *Registry) Acquire(ctx context.Context, name string, opts ...CallOption) (*Lease, error) {
+	l, err := r.Limiter(name)
+	if err != nil {
+		return nil, err
+	}
+	return l.Acquire(ctx, opts...)
+}
+
+// Do is shorthand for Limiter(name) followed by Do.
+func (r *Registry) Do(ctx context.Context, name string, fn func(context.Context) error, opts ...CallOption) error {
+	l, err := r.Limiter(name)
+	if err != nil {
+		return err
+	}
+	return l.Do(ctx, fn, opts...)
+}
+
+// TryDo is shorthand for Limiter(name) followed by TryDo.
+func (r *Registry) TryDo(ctx context.Context, name string, fn func(context.Context) error, opts ...CallOption) (bool, error) {
+	l, err := r.Limiter(name)
+	if err != nil {
+		return false, err
+	}
+	return l.TryDo(ctx, fn, opts...)
+}
+
+// State is shorthand for Limiter(name) followed by State.
+func (r *Registry) State(ctx context.Context, name string) (State, error) {
+	l, err := r.Limiter(name)
+	if err != nil {
+		return State{}, err
+	}
+	return l.State(ctx)
+}
+
+// ResetStore removes every state kept by the store name (every limiter and
+// key on it).
+func (r *Registry) ResetStore(ctx context.Context, name string) error {
+	r.mu.RLock()
+	h := r.stores[name]
+	r.mu.RUnlock()
+	if h == nil {
+		return notFound(ErrStoreNotFound, name)
+	}
+	return h.store.ResetAll(ctx)
+}
+
+// HTTP returns the [http] settings of the loaded configuration.
+func (r *Registry) HTTP() HTTPConfig {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.http
+}
+
+// StoreInfo describes a configured store.
+type StoreInfo struct {
+	Name    string
+	Engine  string
+	Options map[string]string // values as configured, secrets redacted
+}
+
+// LimiterInfo describes a configured limiter.
+type LimiterInfo struct {
+	Name    string
+	Rule    Rule
+	Metrics Metrics
+}
+
+// Stores lists the configured stores, sorted by name.
+func (r *Registry) Stores() []StoreInfo {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]StoreInfo, 0, len(r.stores))
+	for _, name := range slices.Sorted(maps.Keys(r.stores)) {
+		h := r.stores[name]
+		out = append(out, StoreInfo{Name: name, Engine: h.engine, Options: maps.Clone(h.options)})
+	}
+	return out
+}
+
+// Limiters lists the configured limiters, sorted by name.
+func (r *Registry) Limiters() []LimiterInfo {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]LimiterInfo, 0, len(r.rules))
+	for _, name := range slices.Sorted(maps.Keys(r.rules)) {
+		rs := r.rules[name]
+		out = append(out, LimiterInfo{Name: name, Rule: rs.rule, Metrics: rs.m.snapshot()})
+	}
+	return out
+}
+
+// Close closes the stores the registry opened (not those given to
+// AddStore). Later calls fail with ErrClosed.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	stores := r.stores
+	r.mu.Unlock()
+	var errs []error
+	for _, h := range stores {
+		if err := h.close(); err != nil {
+			errs = append(errs, fmt.Errorf("ratesync: close store %q: %w", h.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

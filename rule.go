@@ -1,0 +1,162 @@
+package ratesync
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/rate-sync/ratesync-go/driver"
+)
+
+// Algorithm names the rate algorithm of a rule.
+type Algorithm string
+
+const (
+	// TokenBucket paces requests at RatePerSecond with up to Burst at once.
+	// It is the default.
+	TokenBucket Algorithm = "token_bucket"
+	// SlidingWindow admits at most Limit requests in any Window.
+	SlidingWindow Algorithm = "sliding_window"
+)
+
+// DefaultLeaseTTL is how long a concurrency lease lives when the rule sets
+// no LeaseTTL (lease_seconds): a holder that dies without releasing frees its
+// slot after this long. A holder that may hold longer sets a larger
+// LeaseTTL, or calls Lease.Extend.
+const DefaultLeaseTTL = 5 * time.Minute
+
+// Rule is the configuration of one named limiter: the same fields as a
+// [limiters.NAME] table of rate-sync.toml. A rule has a rate policy (token
+// bucket or sliding window), a concurrency policy, or both; both are decided
+// together and atomically.
+//
+// Zero fields mean "not set" or "default", as each field says.
+type Rule struct {
+	// Store names the store that keeps the rule's state. Required.
+	Store string
+	// Algorithm is TokenBucket or SlidingWindow. Empty means TokenBucket,
+	// or SlidingWindow when Limit and Window are set.
+	Algorithm Algorithm
+	// RatePerSecond is the token bucket rate (rate_per_second).
+	RatePerSecond float64
+	// Burst is the token bucket capacity; zero means 1, which admits one
+	// request per 1/RatePerSecond, the first at once.
+	Burst int
+	// Limit and Window are the sliding window quota: at most Limit
+	// admissions in any Window (limit, window_seconds).
+	Limit  int
+	Window time.Duration
+	// MaxConcurrent caps how many leases are held at once
+	// (max_concurrent); zero means no concurrency limit.
+	MaxConcurrent int
+	// LeaseTTL is how long a concurrency lease lives unless released
+	// (lease_seconds); zero means DefaultLeaseTTL.
+	LeaseTTL time.Duration
+	// Timeout is the default wait budget of Acquire (timeout); zero means
+	// wait until the context is done.
+	Timeout time.Duration
+	// FailClosed makes store errors deny (return an error) instead of
+	// allowing the request (fail_closed). The default is to fail open.
+	FailClosed bool
+}
+
+// ruleErr builds a validation error for a rule field, named by its TOML key.
+func ruleErr(key, format string, args ...any) error {
+	return &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// normalize validates r and returns it with defaults filled in.
+func (r Rule) normalize() (Rule, error) {
+	if r.Store == "" {
+		return r, ruleErr("store", "required: name the store that keeps this limiter's state")
+	}
+	switch {
+	case r.RatePerSecond < 0 || math.IsNaN(r.RatePerSecond) || math.IsInf(r.RatePerSecond, 0):
+		return r, ruleErr("rate_per_second", "must be a number > 0, got %v", r.RatePerSecond)
+	case r.Burst < 0:
+		return r, ruleErr("burst", "must be >= 1, got %d", r.Burst)
+	case r.Limit < 0:
+		return r, ruleErr("limit", "must be > 0, got %d", r.Limit)
+	case r.Window < 0:
+		return r, ruleErr("window_seconds", "must be > 0, got %v", r.Window.Seconds())
+	case r.MaxConcurrent < 0:
+		return r, ruleErr("max_concurrent", "must be > 0, got %d", r.MaxConcurrent)
+	case r.LeaseTTL < 0:
+		return r, ruleErr("lease_seconds", "must be > 0, got %v", r.LeaseTTL.Seconds())
+	case r.Timeout < 0:
+		return r, ruleErr("timeout", "must be >= 0, got %v", r.Timeout.Seconds())
+	}
+	windowSet := r.Limit != 0 || r.Window != 0
+	if r.Algorithm == "" {
+		r.Algorithm = TokenBucket
+		if windowSet && r.RatePerSecond == 0 {
+			r.Algorithm = SlidingWindow
+		}
+	}
+	switch r.Algorithm {
+	case TokenBucket:
+		if windowSet {
+			return r, ruleErr("limit", "limit and window_seconds belong to algorithm %q; algorithm %q uses rate_per_second", SlidingWindow, TokenBucket)
+		}
+		if r.RatePerSecond == 0 && r.MaxConcurrent == 0 {
+			return r, ruleErr("rate_per_second", "set rate_per_second or max_concurrent (or use algorithm %q with limit and window_seconds)", SlidingWindow)
+		}
+		if r.RatePerSecond == 0 && r.Burst != 0 {
+			return r, ruleErr("burst", "burst needs rate_per_second")
+		}
+		if r.RatePerSecond > 1e9 {
+			return r, ruleErr("rate_per_second", "must be at most 1e9, got %v", r.RatePerSecond)
+		}
+		if r.RatePerSecond > 0 {
+			if r.Burst == 0 {
+				r.Burst = 1
+			}
+			// Keep burst*interval far inside int64 nanoseconds.
+			if float64(r.Burst)/r.RatePerSecond > 1e8 {
+				return r, ruleErr("rate_per_second", "rate %v with burst %d refills over more than 1e8 seconds; use a larger rate or a sliding window", r.RatePerSecond, r.Burst)
+			}
+		}
+	case SlidingWindow:
+		if r.RatePerSecond != 0 || r.Burst != 0 {
+			return r, ruleErr("rate_per_second", "rate_per_second and burst belong to algorithm %q; algorithm %q uses limit and window_seconds", TokenBucket, SlidingWindow)
+		}
+		if r.Limit == 0 {
+			return r, ruleErr("limit", "algorithm %q needs limit > 0", SlidingWindow)
+		}
+		if r.Window == 0 {
+			return r, ruleErr("window_seconds", "algorithm %q needs window_seconds > 0 (limit %d per how long?)", SlidingWindow, r.Limit)
+		}
+	default:
+		return r, ruleErr("algorithm", "unknown algorithm %q: use %q or %q", r.Algorithm, TokenBucket, SlidingWindow)
+	}
+	if r.MaxConcurrent == 0 && r.LeaseTTL != 0 {
+		return r, ruleErr("lease_seconds", "lease_seconds needs max_concurrent")
+	}
+	if r.MaxConcurrent > 0 && r.LeaseTTL == 0 {
+		r.LeaseTTL = DefaultLeaseTTL
+	}
+	return r, nil
+}
+
+// Validate reports whether r is a valid rule. The error is a *ConfigError
+// naming the offending field by its TOML key.
+func (r Rule) Validate() error {
+	_, err := r.normalize()
+	return err
+}
+
+// policies returns the store policies of a normalized rule: the rate
+// policy first, then the concurrency policy.
+func (r Rule) policies() []driver.Policy {
+	var ps []driver.Policy
+	switch {
+	case r.Algorithm == SlidingWindow:
+		ps = append(ps, driver.Policy{Kind: driver.SlidingWindow, Limit: r.Limit, Window: r.Window})
+	case r.RatePerSecond > 0:
+		ps = append(ps, driver.Policy{Kind: driver.TokenBucket, Rate: r.RatePerSecond, Burst: r.Burst})
+	}
+	if r.MaxConcurrent > 0 {
+		ps = append(ps, driver.Policy{Kind: driver.Concurrency, MaxConcurrent: r.MaxConcurrent, LeaseTTL: r.LeaseTTL})
+	}
+	return ps
+}
