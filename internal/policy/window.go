@@ -60,8 +60,8 @@ func (l *Log) Take(now, window int64, limit, cost int, consume bool) Outcome {
 	if !consume {
 		return o
 	}
-	l.grow(limit)
 	for i := 0; i < cost; i++ {
+		l.grow(limit)
 		l.ts[(l.head+l.n)%len(l.ts)] = now
 		l.n++
 	}
@@ -70,12 +70,13 @@ func (l *Log) Take(now, window int64, limit, cost int, consume bool) Outcome {
 	return o
 }
 
-// grow makes room for limit entries, keeping order.
+// grow makes room for one more entry (up to limit), doubling the ring
+// so that a large limit costs memory only when used.
 func (l *Log) grow(limit int) {
-	if len(l.ts) >= limit {
+	if l.n < len(l.ts) || len(l.ts) >= limit {
 		return
 	}
-	ts := make([]int64, limit)
+	ts := make([]int64, min(limit, max(8, 2*len(l.ts))))
 	for i := 0; i < l.n; i++ {
 		ts[i] = l.at(i)
 	}
