@@ -87,7 +87,7 @@ func (e *ConfigError) Error() string {
 		s += e.Key + ": "
 	}
 	s += e.Msg
-	if e.Err != nil {
+	if e.Err != nil && e.Err != ErrEngineNotLinked && e.Err != ErrStoreNotFound {
 		s += ": " + e.Err.Error()
 	}
 	return s

@@ -243,6 +243,9 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 	for i := range checks {
 		c := &checks[i]
 		e := s.shards[shardOf(c.Key)].m[c.Key]
+		if e == nil {
+			e = &entry{} // a key after the denied check: never stored
+		}
 		results[i] = apply(e, c, now, false, nil)
 	}
 	return false, nil

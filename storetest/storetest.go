@@ -383,6 +383,18 @@ func (s *suite) compositeAllOrNothing(t *testing.T) {
 	if r := peek1(t, st, c); r.Remaining != 1 {
 		t.Fatalf("slots remaining after denied composite = %d, want 1", r.Remaining)
 	}
+	// The denying check first, then keys never seen before.
+	fresh := driver.Check{Key: "never-seen", Policy: p, Cost: 1}
+	freshSlot := driver.Check{Key: "never-seen-slot", Policy: c.Policy, Cost: 1}
+	if ok, err := st.Decide(ctx, []driver.Check{b, fresh, freshSlot}, res3); ok || err != nil {
+		t.Fatalf("composite with the denial first: ok=%v err=%v", ok, err)
+	}
+	if res3[0].Allowed || !res3[1].Allowed || res3[1].Remaining != 2 || !res3[2].Allowed || res3[2].Lease != "" {
+		t.Fatalf("per-check answers %+v", res3)
+	}
+	if r := peek1(t, st, fresh); r.Remaining != 2 {
+		t.Fatalf("fresh key remaining = %d, want 2", r.Remaining)
+	}
 }
 
 func (s *suite) releaseIdempotent(t *testing.T) {
