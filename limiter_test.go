@@ -54,7 +54,9 @@ func TestQuickStartAutoLoads(t *testing.T) {
 		setup func(t *testing.T, dir string)
 	}{
 		{"./rate-sync.toml", func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "rate-sync.toml"), quickStart) }},
-		{"./config/rate-sync.toml", func(t *testing.T, dir string) { writeFile(t, filepath.Join(dir, "config", "rate-sync.toml"), quickStart) }},
+		{"./config/rate-sync.toml", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "config", "rate-sync.toml"), quickStart)
+		}},
 		{"RATE_SYNC_CONFIG", func(t *testing.T, dir string) {
 			p := filepath.Join(t.TempDir(), "limits.toml")
 			writeFile(t, p, quickStart)
