@@ -42,19 +42,36 @@ func Default() (*Registry, error) {
 }
 
 func autoLoad(r *Registry) error {
-	if path, ok := os.LookupEnv(ConfigEnv); ok && path != "" {
-		if err := r.LoadConfig(path); err != nil {
+	path, err := FindConfig()
+	if err != nil || path == "" {
+		return err
+	}
+	if err := r.LoadConfig(path); err != nil {
+		if os.Getenv(ConfigEnv) != "" {
 			return fmt.Errorf("ratesync: %s=%s: %w", ConfigEnv, path, err)
 		}
-		return nil
+		return err
+	}
+	return nil
+}
+
+// FindConfig returns the configuration file the package-level functions
+// load: the file named by RATE_SYNC_CONFIG (an error if it does not exist),
+// else the first of DefaultConfigPaths that exists, else "".
+func FindConfig() (string, error) {
+	if path := os.Getenv(ConfigEnv); path != "" {
+		if _, err := os.Stat(path); err != nil {
+			return "", fmt.Errorf("ratesync: %s=%s: %w", ConfigEnv, path, err)
+		}
+		return path, nil
 	}
 	for _, path := range DefaultConfigPaths {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		return r.LoadConfig(path)
+		return path, nil
 	}
-	return nil
+	return "", nil
 }
 
 // LoadConfig loads the file at path into the default registry, instead of

@@ -1,0 +1,138 @@
+// Command ratesync works with rate-sync configuration files.
+//
+// Usage:
+//
+//	ratesync check [FILE]
+//
+// check validates a configuration (FILE, or the file the library would load:
+// $RATE_SYNC_CONFIG, ./rate-sync.toml, ./config/rate-sync.toml), opens its
+// stores without connecting, and prints its stores and limiters as a table
+// with secrets redacted. It exits with status 1 and the error when the
+// configuration is invalid.
+package main
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/rate-sync/ratesync-go"
+)
+
+const usage = `usage: ratesync check [FILE]
+
+  check   validate a configuration file and print its stores and limiters
+          (FILE defaults to $RATE_SYNC_CONFIG, ./rate-sync.toml, ./config/rate-sync.toml)
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	switch args[0] {
+	case "check":
+		if len(args) > 2 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		path := ""
+		if len(args) == 2 {
+			path = args[1]
+		}
+		if err := check(path, stdout); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "ratesync: unknown command %q\n%s", args[0], usage)
+	return 2
+}
+
+func check(path string, w io.Writer) error {
+	if path == "" {
+		p, err := ratesync.FindConfig()
+		if err != nil {
+			return err
+		}
+		if p == "" {
+			return fmt.Errorf("ratesync: no configuration file: name one, set %s, or create ./rate-sync.toml", ratesync.ConfigEnv)
+		}
+		path = p
+	}
+	reg := ratesync.NewRegistry()
+	defer reg.Close()
+	if err := reg.LoadConfig(path); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s: OK\n\n", path)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STORE\tENGINE\tOPTIONS")
+	for _, s := range reg.Stores() {
+		var opts []string
+		for _, k := range sortedKeys(s.Options) {
+			opts = append(opts, k+"="+s.Options[k])
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, s.Engine, dash(strings.Join(opts, " ")))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LIMITER\tSTORE\tALGORITHM\tRATE/S\tBURST\tLIMIT\tWINDOW\tMAX_CONCURRENT\tLEASE\tTIMEOUT\tON_STORE_ERROR")
+	for _, l := range reg.Limiters() {
+		r := l.Rule
+		rate, burst, limit, window := "-", "-", "-", "-"
+		if r.Algorithm == ratesync.SlidingWindow {
+			limit, window = strconv.Itoa(r.Limit), r.Window.String()
+		} else if r.RatePerSecond > 0 {
+			rate, burst = strconv.FormatFloat(r.RatePerSecond, 'g', -1, 64), strconv.Itoa(r.Burst)
+		}
+		conc, lease := "-", "-"
+		if r.MaxConcurrent > 0 {
+			conc, lease = strconv.Itoa(r.MaxConcurrent), r.LeaseTTL.String()
+		}
+		timeout := "none"
+		if r.Timeout > 0 {
+			timeout = r.Timeout.String()
+		}
+		failure := "allow"
+		if r.FailClosed {
+			failure = "deny"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, r.Store, r.Algorithm, rate, burst, limit, window, conc, lease, timeout, failure)
+	}
+	tw.Flush()
+	if nets := reg.HTTP().TrustedProxyNetworks; len(nets) > 0 {
+		var s []string
+		for _, n := range nets {
+			s = append(s, n.String())
+		}
+		fmt.Fprintf(w, "\nhttp.trusted_proxy_networks: %s\n", strings.Join(s, ", "))
+	}
+	return nil
+}
+
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func sortedKeys(m map[string]string) []string {
+	return slices.Sorted(maps.Keys(m))
+}

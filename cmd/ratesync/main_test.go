@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	os.WriteFile(good, []byte(`
+[stores.main]
+engine = "memory"
+
+[limiters.api]
+store = "main"
+rate_per_second = 10.0
+
+[limiters.login]
+store = "main"
+algorithm = "sliding_window"
+limit = 5
+window_seconds = 300
+max_concurrent = 2
+fail_closed = true
+
+[http]
+trusted_proxy_networks = ["10.0.0.0/8"]
+`), 0o600)
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("[stores.main]\nengine = \"memory\"\n[limiters.api]\nstore = \"main\"\nalgorithm = \"leaky\"\nrate_per_second = 1.0\n"), 0o600)
+
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		out, err []string
+	}{
+		{"valid", []string{"check", good}, 0, []string{"good.toml: OK", "main", "memory", "api", "token_bucket", "10", "login", "sliding_window", "5m0s", "deny", "10.0.0.0/8"}, nil},
+		{"invalid", []string{"check", bad}, 1, nil, []string{"bad.toml:5", "[limiters.api] algorithm", `unknown algorithm "leaky"`}},
+		{"missing file", []string{"check", filepath.Join(dir, "nope.toml")}, 1, nil, []string{"nope.toml"}},
+		{"no args", nil, 2, nil, []string{"usage"}},
+		{"unknown command", []string{"serve"}, 2, nil, []string{`unknown command "serve"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(tt.args, &out, &errb)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr %s", code, tt.code, errb.String())
+			}
+			for _, w := range tt.out {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, w := range tt.err {
+				if !strings.Contains(errb.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, errb.String())
+				}
+			}
+		})
+	}
+}
+
+func TestCheckFindsDefaultFile(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	t.Setenv("RATE_SYNC_CONFIG", "")
+	var out, errb bytes.Buffer
+	if code := run([]string{"check"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "no configuration file") {
+		t.Fatalf("no file: exit %d, %s", code, errb.String())
+	}
+	os.MkdirAll(filepath.Join(dir, "config"), 0o755)
+	os.WriteFile(filepath.Join(dir, "config", "rate-sync.toml"), []byte("[stores.s]\nengine = \"memory\"\n[limiters.x]\nstore = \"s\"\nmax_concurrent = 3\n"), 0o600)
+	out.Reset()
+	if code := run([]string{"check"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "config/rate-sync.toml: OK") {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errb.String())
+	}
+}
