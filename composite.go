@@ -131,7 +131,7 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 				c.parts[0], c.parts[i], h.name, lh.name)
 		}
 		for _, p := range l.r.policies {
-			checks = append(checks, driver.Check{Key: l.key, Policy: p, Cost: 1})
+			checks = append(checks, driver.Check{Key: l.skey(), Policy: p, Cost: 1})
 			owner = append(owner, i)
 		}
 	}
@@ -166,7 +166,7 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 			l.r.m.admitted(0, time.Now())
 			for j := lo; j < hi; j++ {
 				if results[j].Lease != "" {
-					lease.refs = append(lease.refs, leaseRef{rs: l.r, h: h, key: l.key, id: results[j].Lease})
+					lease.refs = append(lease.refs, leaseRef{rs: l.r, h: h, key: l.skey(), id: results[j].Lease})
 					l.r.m.leaseTaken()
 				}
 			}
@@ -197,6 +197,6 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 
 func (c *Composite) observe(l *Limiter, res CompositeResult, err error) {
 	if obs := c.reg.observer; obs != nil {
-		obs(Event{Op: OpComposite, Limiter: l.r.name, Key: l.key, Decision: res.MostRestrictive, Err: err})
+		obs(Event{Op: OpComposite, Limiter: l.r.name, Key: l.Key(), Decision: res.MostRestrictive, Err: err})
 	}
 }

@@ -28,22 +28,12 @@ func appendComponent(b *strings.Builder, s string) {
 	}
 }
 
-// storeKey joins the escaped components of a key.
-func storeKey(name string, ids ...string) string {
-	if len(ids) == 0 && !needsEscape(name) {
-		return name
+func escapeComponent(s string) string {
+	if !needsEscape(s) {
+		return s
 	}
 	var b strings.Builder
-	n := len(name)
-	for _, id := range ids {
-		n += 1 + len(id)
-	}
-	b.Grow(n + 8)
-	appendComponent(&b, name)
-	for _, id := range ids {
-		b.WriteByte(':')
-		appendComponent(&b, id)
-	}
+	appendComponent(&b, s)
 	return b.String()
 }
 

@@ -27,7 +27,7 @@ type Lease struct {
 type leaseRef struct {
 	rs  *ruleState
 	h   *storeHandle
-	key string
+	key driver.Key
 	id  string
 }
 

@@ -33,7 +33,27 @@ type ruleState struct {
 // A Limiter is cheap (two words) and safe for concurrent use.
 type Limiter struct {
 	r   *ruleState
-	key string
+	key driver.Key // the rule's own key; zero for per-key limiters
+	up  *Limiter   // for per-key limiters: the limiter For was called on
+	id  string     // and the identifier it was given
+}
+
+// skey returns the limiter's store key. A per-key limiter builds it on use:
+// for one identifier without ':' or '%' that costs no allocation, which
+// keeps l.For(id).Try(ctx) allocation free.
+func (l *Limiter) skey() driver.Key {
+	if l.up == nil {
+		return l.key
+	}
+	if l.up.up == nil && plainID(l.id) {
+		return driver.Key{Name: l.up.key.Name, ID: l.id}
+	}
+	base := l.up.skey()
+	id := escapeComponent(l.id)
+	if base.ID != "" {
+		id = base.ID + ":" + id
+	}
+	return driver.Key{Name: base.Name, ID: id}
 }
 
 // CallOption changes one call of Try, Acquire, Do or TryDo.
@@ -64,6 +84,15 @@ func WithCost(n int) CallOption {
 
 func (l *Limiter) opts(opts []CallOption) callOpts {
 	o := callOpts{timeout: l.r.rule.Timeout, cost: 1}
+	if len(opts) == 0 {
+		return o
+	}
+	return applyOpts(o, opts)
+}
+
+// applyOpts is apart from opts so that calls without options keep their
+// callOpts on the stack.
+func applyOpts(o callOpts, opts []CallOption) callOpts {
 	for _, f := range opts {
 		f(&o)
 	}
@@ -75,7 +104,7 @@ func (l *Limiter) Name() string { return l.r.name }
 
 // Key returns the store key this limiter decides on: the rule name and the
 // identifiers, escaped and joined by ':'.
-func (l *Limiter) Key() string { return l.key }
+func (l *Limiter) Key() string { return l.skey().String() }
 
 // Rule returns the limiter's rule, with defaults filled in.
 func (l *Limiter) Rule() Rule { return l.r.rule }
@@ -83,32 +112,24 @@ func (l *Limiter) Rule() Rule { return l.r.rule }
 // Metrics returns a snapshot of the rule's counters in this process.
 func (l *Limiter) Metrics() Metrics { return l.r.m.snapshot() }
 
-// For returns the limiter of the same rule for one identifier (or a path of
-// identifiers: tenant, then user). Identifiers may contain any character;
-// they never collide with each other or with other rules.
-func (l *Limiter) For(ids ...string) *Limiter {
-	parts := make([]string, 0, len(ids)+4)
-	parts = append(parts, l.ids()...)
-	parts = append(parts, ids...)
-	return &Limiter{r: l.r, key: storeKey(l.r.name, parts...)}
+// For returns the limiter of the same rule for one identifier: same rule
+// and store, state of its own. Chain it for a path of identifiers
+// (l.For(tenant).For(user)). Identifiers may contain any character; they
+// never collide with each other or with other rules. For is cheap enough
+// to call per request: l.For(id).Try(ctx) makes no allocation.
+func (l *Limiter) For(id string) *Limiter {
+	return &Limiter{r: l.r, up: l, id: id}
 }
 
-// ids recovers the identifiers of a per-key limiter from its key.
-func (l *Limiter) ids() []string {
-	base := storeKey(l.r.name)
-	if len(l.key) == len(base) {
-		return nil
-	}
-	rest := l.key[len(base)+1:]
-	var out []string
-	start := 0
-	for i := 0; i <= len(rest); i++ {
-		if i == len(rest) || rest[i] == ':' {
-			out = append(out, unescapeComponent(rest[start:i]))
-			start = i + 1
+// plainID reports whether id needs no escaping; it is small enough for For
+// to be inlined, so that the returned Limiter can stay on the caller's stack.
+func plainID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		if id[i] == ':' || id[i] == '%' {
+			return false
 		}
 	}
-	return out
+	return true
 }
 
 type scratch struct {
@@ -141,9 +162,10 @@ func (l *Limiter) decide(ctx context.Context, cost int) (attempt, error) {
 	rs := l.r
 	h := rs.store.Load()
 	n := len(rs.policies)
+	key := l.skey()
 	sc := scratchPool.Get().(*scratch)
 	for i := range n {
-		sc.checks[i] = driver.Check{Key: l.key, Policy: rs.policies[i], Cost: cost}
+		sc.checks[i] = driver.Check{Key: key, Policy: rs.policies[i], Cost: cost}
 	}
 	allowed, err := h.store.Decide(ctx, sc.checks[:n], sc.results[:n])
 	var a attempt
@@ -153,7 +175,7 @@ func (l *Limiter) decide(ctx context.Context, cost int) (attempt, error) {
 		if allowed {
 			if rs.hasConc {
 				lease := &Lease{}
-				lease.one[0] = leaseRef{rs: rs, h: h, key: l.key, id: sc.results[n-1].Lease}
+				lease.one[0] = leaseRef{rs: rs, h: h, key: key, id: sc.results[n-1].Lease}
 				lease.refs = lease.one[:1]
 				rs.m.leaseTaken()
 				a.d.Lease = lease
@@ -191,7 +213,7 @@ func (l *Limiter) storeFailure(ctx context.Context, err error) (attempt, error) 
 
 func (l *Limiter) observe(op Op, d Decision, wait time.Duration, err error) {
 	if obs := l.r.reg.observer; obs != nil {
-		obs(Event{Op: op, Limiter: l.r.name, Key: l.key, Decision: d, Wait: wait, Err: err})
+		obs(Event{Op: op, Limiter: l.r.name, Key: l.Key(), Decision: d, Wait: wait, Err: err})
 	}
 }
 
@@ -242,7 +264,7 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 	var h *storeHandle
 	defer func() {
 		if w != nil {
-			l.r.reg.queues.leave(h, l.key, w)
+			l.r.reg.queues.leave(h, l.skey(), w)
 		}
 	}()
 	var timer *time.Timer
@@ -278,7 +300,7 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			// is not missed.
 			if w == nil {
 				h = l.r.store.Load()
-				w = l.r.reg.queues.join(h, l.key)
+				w = l.r.reg.queues.join(h, l.skey())
 				continue
 			}
 			wake = w.ch
@@ -369,7 +391,7 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 	checks := make([]driver.Check, n)
 	results := make([]driver.Result, n)
 	for i := range n {
-		checks[i] = driver.Check{Key: l.key, Policy: rs.policies[i], Cost: 1}
+		checks[i] = driver.Check{Key: l.skey(), Policy: rs.policies[i], Cost: 1}
 	}
 	if err := h.store.Peek(ctx, checks, results); err != nil {
 		return State{}, fmt.Errorf("ratesync: limiter %q: state: %w", rs.name, err)
@@ -395,7 +417,7 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 // Reset removes the stored state of this limiter's key (all its policies).
 // Leases held by callers become no-ops to release. Metrics are kept.
 func (l *Limiter) Reset(ctx context.Context) error {
-	if err := l.r.store.Load().store.Reset(ctx, l.key); err != nil {
+	if err := l.r.store.Load().store.Reset(ctx, l.skey()); err != nil {
 		return fmt.Errorf("ratesync: limiter %q: reset: %w", l.r.name, err)
 	}
 	return nil

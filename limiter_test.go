@@ -255,7 +255,7 @@ func TestPerKeyLimitsAndTemplates(t *testing.T) {
 		}
 		seen[k.Key()] = true
 	}
-	if k1.For("x").Key() != "api:a:b%3Ac:x" {
+	if k1.For("x").Key() != "api:a:b%3Ac:x" || k1.For("x").Key() != mustKey(r, "api", "a", "b:c", "x") {
 		t.Fatalf("For on a per-key limiter: %q", k1.For("x").Key())
 	}
 
@@ -463,4 +463,31 @@ func TestConcurrentRegistryUse(t *testing.T) {
 	if admitted.Load() == 0 {
 		t.Fatal("nothing admitted")
 	}
+}
+
+func TestTryAllocatesNothing(t *testing.T) {
+	r := newRegistry(t, map[string]ratesync.Rule{"api": {RatePerSecond: 1e9, Burst: 1000}, "win": {Algorithm: ratesync.SlidingWindow, Limit: 1 << 20, Window: time.Millisecond}})
+	l, _ := r.Limiter("api")
+	w, _ := r.Limiter("win")
+	l.For("warm").Try(ctx)
+	w.Try(ctx)
+	tests := map[string]func(){
+		"base":         func() { l.Try(ctx) },
+		"per key":      func() { l.For("user-42").Try(ctx) },
+		"window":       func() { w.Try(ctx) },
+		"registry Try": func() { r.Try(ctx, "api") },
+	}
+	for name, fn := range tests {
+		if n := testing.AllocsPerRun(500, fn); n != 0 {
+			t.Errorf("%s: %v allocs per Try, want 0", name, n)
+		}
+	}
+}
+
+func mustKey(r *ratesync.Registry, name string, ids ...string) string {
+	l, err := r.GetOrClone(name, ids...)
+	if err != nil {
+		panic(err)
+	}
+	return l.Key()
 }

@@ -117,7 +117,7 @@ func (r *Registry) putStore(h *storeHandle) error {
 // subscribe wires a store's release notifications to the wait queues.
 func (r *Registry) subscribe(h *storeHandle) {
 	if n, ok := h.store.(driver.ReleaseNotifier); ok {
-		h.unsub = n.SubscribeReleases(func(key string) { r.queues.notify(h, key) })
+		h.unsub = n.SubscribeReleases(func(key driver.Key) { r.queues.notify(h, key) })
 	}
 }
 
@@ -176,7 +176,7 @@ func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState
 		}
 	}
 	rs.store.Store(h)
-	rs.base = &Limiter{r: rs, key: storeKey(name)}
+	rs.base = &Limiter{r: rs, key: driver.Key{Name: escapeComponent(name)}}
 	return rs
 }
 
@@ -215,13 +215,17 @@ func (r *Registry) Limiter(name string) (*Limiter, error) {
 // GetOrClone returns the limiter of rule name for one identifier (or a
 // path of identifiers, such as tenant then user): the same rule, state of
 // its own. Per-key state lives in the store and expires when idle, so any
-// number of identifiers can be used. It is Limiter(name) followed by For.
+// number of identifiers can be used. It is Limiter(name) followed by For
+// for each identifier.
 func (r *Registry) GetOrClone(name string, ids ...string) (*Limiter, error) {
 	l, err := r.Limiter(name)
 	if err != nil {
 		return nil, err
 	}
-	return l.For(ids...), nil
+	for _, id := range ids {
+		l = l.For(id)
+	}
+	return l, nil
 }
 
 // Try is shorthand for Limiter(name) followed by Try.

@@ -1,6 +1,7 @@
 package ratesync
 
 import (
+	"github.com/rate-sync/ratesync-go/driver"
 	"sync"
 	"sync/atomic"
 )
@@ -17,7 +18,7 @@ type waitQueues struct {
 
 type queueKey struct {
 	h   *storeHandle
-	key string
+	key driver.Key
 }
 
 type waiter struct {
@@ -25,7 +26,7 @@ type waiter struct {
 	pending bool          // a signal sits in ch; guarded by waitQueues.mu
 }
 
-func (q *waitQueues) join(h *storeHandle, key string) *waiter {
+func (q *waitQueues) join(h *storeHandle, key driver.Key) *waiter {
 	w := &waiter{ch: make(chan struct{}, 1)}
 	q.mu.Lock()
 	if q.m == nil {
@@ -45,7 +46,7 @@ func (q *waitQueues) consumed(w *waiter) {
 	q.mu.Unlock()
 }
 
-func (q *waitQueues) leave(h *storeHandle, key string, w *waiter) {
+func (q *waitQueues) leave(h *storeHandle, key driver.Key, w *waiter) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	k := queueKey{h, key}
@@ -73,7 +74,7 @@ func (q *waitQueues) leave(h *storeHandle, key string, w *waiter) {
 }
 
 // notify wakes the first waiter on (h, key) that has no signal pending.
-func (q *waitQueues) notify(h *storeHandle, key string) {
+func (q *waitQueues) notify(h *storeHandle, key driver.Key) {
 	if q.waiting.Load() == 0 {
 		return
 	}

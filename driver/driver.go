@@ -98,11 +98,29 @@ func (p Policy) Interval() time.Duration {
 	return time.Duration(i)
 }
 
+// Key identifies the state of one limiter for one identifier: Name is the
+// rule's key (escaped), ID the identifiers of a per-key limiter (escaped and
+// joined by ':'), empty for the rule's own limiter. Keeping the two apart
+// lets in-process stores decide without building a string per call; stores
+// that need one string use String.
+type Key struct {
+	Name string
+	ID   string
+}
+
+// String returns Name, or Name + ":" + ID.
+func (k Key) String() string {
+	if k.ID == "" {
+		return k.Name
+	}
+	return k.Name + ":" + k.ID
+}
+
 // Check is one element of a decision: a key, the policy to apply to it, and
 // the cost (units of quota) to take. For Concurrency checks a granted check
 // takes one lease whatever the cost.
 type Check struct {
-	Key    string
+	Key    Key
 	Policy Policy
 	Cost   int
 }
@@ -150,10 +168,10 @@ type Store interface {
 	// Release frees the lease of a Concurrency check on key. Releasing an
 	// unknown, expired or already released lease is a no-op, never an error
 	// and never a gain in capacity.
-	Release(ctx context.Context, key, lease string) error
+	Release(ctx context.Context, key Key, lease string) error
 
 	// Reset removes every state kept for key.
-	Reset(ctx context.Context, key string) error
+	Reset(ctx context.Context, key Key) error
 
 	// ResetAll removes every state this store keeps (and only that: stores
 	// that share a server through a prefix or schema leave the others).
@@ -171,7 +189,7 @@ type Store interface {
 type Extender interface {
 	// Extend sets the expiry of a live lease to ttl from now. It reports
 	// false when the lease is no longer held.
-	Extend(ctx context.Context, key, lease string, ttl time.Duration) (bool, error)
+	Extend(ctx context.Context, key Key, lease string, ttl time.Duration) (bool, error)
 }
 
 // ReleaseNotifier is implemented by stores whose releases can come from
@@ -179,7 +197,7 @@ type Extender interface {
 // called with the key of every release the store observes (its own and other
 // processes'), so that local waiters wake without polling.
 type ReleaseNotifier interface {
-	SubscribeReleases(fn func(key string)) (unsubscribe func())
+	SubscribeReleases(fn func(key Key)) (unsubscribe func())
 }
 
 var (

@@ -49,7 +49,7 @@ type Store struct {
 
 type shard struct {
 	mu sync.Mutex
-	m  map[string]*entry
+	m  map[driver.Key]*entry
 	_  [40]byte // keep shards on separate cache lines
 }
 
@@ -95,7 +95,7 @@ func New(opts ...Option) *Store {
 		s.base = time.Now()
 	}
 	for i := range s.shards {
-		s.shards[i].m = make(map[string]*entry)
+		s.shards[i].m = make(map[driver.Key]*entry)
 	}
 	go s.sweeper(s.sweepEvery)
 	return s
@@ -108,10 +108,16 @@ func (s *Store) now() int64 {
 	return int64(time.Since(s.base))
 }
 
-func shardOf(key string) uint32 {
+func shardOf(key driver.Key) uint32 {
 	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h ^= uint32(key[i])
+	for i := 0; i < len(key.Name); i++ {
+		h ^= uint32(key.Name[i])
+		h *= 16777619
+	}
+	h ^= ':'
+	h *= 16777619
+	for i := 0; i < len(key.ID); i++ {
+		h ^= uint32(key.ID[i])
 		h *= 16777619
 	}
 	return h & (numShards - 1)
@@ -333,7 +339,7 @@ func (u *undo) rollback() {
 }
 
 // Release implements driver.Store.
-func (s *Store) Release(ctx context.Context, key, lease string) error {
+func (s *Store) Release(ctx context.Context, key driver.Key, lease string) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
@@ -347,7 +353,7 @@ func (s *Store) Release(ctx context.Context, key, lease string) error {
 }
 
 // Extend implements driver.Extender.
-func (s *Store) Extend(ctx context.Context, key, lease string, ttl time.Duration) (bool, error) {
+func (s *Store) Extend(ctx context.Context, key driver.Key, lease string, ttl time.Duration) (bool, error) {
 	if err := s.check(ctx); err != nil {
 		return false, err
 	}
@@ -371,7 +377,7 @@ func (s *Store) Extend(ctx context.Context, key, lease string, ttl time.Duration
 }
 
 // Reset implements driver.Store.
-func (s *Store) Reset(ctx context.Context, key string) error {
+func (s *Store) Reset(ctx context.Context, key driver.Key) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}

@@ -33,9 +33,9 @@ func TestIdleKeysAreSwept(t *testing.T) {
 	res := make([]driver.Result, 1)
 	for i := range 10000 {
 		p := []driver.Policy{tb, win}[i%2]
-		s.Decide(ctx, []driver.Check{{Key: "ip:" + string(rune('a'+i%26)) + time.Duration(i).String(), Policy: p, Cost: 1}}, res)
+		s.Decide(ctx, []driver.Check{{Key: driver.Key{Name: "ip:" + string(rune('a'+i%26)) + time.Duration(i).String()}, Policy: p, Cost: 1}}, res)
 	}
-	s.Decide(ctx, []driver.Check{{Key: "held", Policy: conc, Cost: 1}}, res)
+	s.Decide(ctx, []driver.Check{{Key: driver.Key{Name: "held"}, Policy: conc, Cost: 1}}, res)
 	if n := s.Len(); n != 10001 {
 		t.Fatalf("keys = %d, want 10001", n)
 	}
@@ -58,7 +58,7 @@ func TestClosed(t *testing.T) {
 	if err := s.Ping(context.Background()); err != memstore.ErrClosed {
 		t.Fatalf("Ping after Close = %v, want ErrClosed", err)
 	}
-	if _, err := s.Decide(context.Background(), []driver.Check{{Key: "k", Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 1}, Cost: 1}}, make([]driver.Result, 1)); err != memstore.ErrClosed {
+	if _, err := s.Decide(context.Background(), []driver.Check{{Key: driver.Key{Name: "k"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 1}, Cost: 1}}, make([]driver.Result, 1)); err != memstore.ErrClosed {
 		t.Fatalf("Decide after Close = %v, want ErrClosed", err)
 	}
 }
@@ -67,8 +67,8 @@ func TestDecideAllocsNothing(t *testing.T) {
 	s := memstore.New()
 	defer s.Close()
 	ctx := context.Background()
-	checks := []driver.Check{{Key: "hot", Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1e6, Burst: 10}, Cost: 1}}
-	multi := []driver.Check{checks[0], {Key: "other", Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 1 << 20, Window: time.Millisecond}, Cost: 1}}
+	checks := []driver.Check{{Key: driver.Key{Name: "hot"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1e6, Burst: 10}, Cost: 1}}
+	multi := []driver.Check{checks[0], {Key: driver.Key{Name: "other"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 1 << 20, Window: time.Millisecond}, Cost: 1}}
 	res := make([]driver.Result, 2)
 	s.Decide(ctx, multi, res)
 	if n := testing.AllocsPerRun(1000, func() { s.Decide(ctx, checks, res) }); n != 0 {

@@ -137,7 +137,7 @@ func decide1(t *testing.T, st driver.Store, c driver.Check) driver.Result {
 	res := make([]driver.Result, 1)
 	ok, err := st.Decide(ctx, []driver.Check{c}, res)
 	if err != nil {
-		t.Fatalf("Decide(%s): %v", c.Key, err)
+		t.Fatalf("Decide(%v): %v", c.Key, err)
 	}
 	if ok != res[0].Allowed {
 		t.Fatalf("Decide returned %v but result says %v", ok, res[0].Allowed)
@@ -149,7 +149,7 @@ func peek1(t *testing.T, st driver.Store, c driver.Check) driver.Result {
 	t.Helper()
 	res := make([]driver.Result, 1)
 	if err := st.Peek(ctx, []driver.Check{c}, res); err != nil {
-		t.Fatalf("Peek(%s): %v", c.Key, err)
+		t.Fatalf("Peek(%v): %v", c.Key, err)
 	}
 	return res[0]
 }
@@ -182,7 +182,7 @@ func (s *suite) modelTokenBucket(t *testing.T) {
 			now := int64(clk.Now().Sub(start))
 			var want policy.Outcome
 			tat, want = policy.BucketTake(tat, now, interval, p.Burst, cost, true)
-			got := decide1(t, st, driver.Check{Key: "tb", Policy: p, Cost: cost})
+			got := decide1(t, st, driver.Check{Key: driver.Key{Name: "tb"}, Policy: p, Cost: cost})
 			sameOutcome(t, i, got, want)
 		}
 	}
@@ -209,7 +209,7 @@ func (s *suite) modelSlidingWindow(t *testing.T) {
 			cost := 1 + rnd.IntN(min(p.Limit, 3))
 			now := int64(clk.Now().Sub(start))
 			want := log.Take(now, int64(p.Window), p.Limit, cost, true)
-			got := decide1(t, st, driver.Check{Key: "sw", Policy: p, Cost: cost})
+			got := decide1(t, st, driver.Check{Key: driver.Key{Name: "sw"}, Policy: p, Cost: cost})
 			sameOutcome(t, i, got, want)
 		}
 	}
@@ -227,14 +227,14 @@ func (s *suite) modelConcurrency(t *testing.T) {
 		live = policy.ExpireLeases(live, now)
 		if len(live) > 0 && rnd.IntN(3) == 0 {
 			k := rnd.IntN(len(live))
-			if err := st.Release(ctx, "cc", live[k].ID); err != nil {
+			if err := st.Release(ctx, driver.Key{Name: "cc"}, live[k].ID); err != nil {
 				t.Fatal(err)
 			}
 			live, _ = policy.RemoveLease(live, live[k].ID)
 			continue
 		}
 		want := policy.LeaseCheck(live, now, p.MaxConcurrent)
-		got := decide1(t, st, driver.Check{Key: "cc", Policy: p, Cost: 1})
+		got := decide1(t, st, driver.Check{Key: driver.Key{Name: "cc"}, Policy: p, Cost: 1})
 		if want.Allowed {
 			if got.Lease == "" {
 				t.Fatalf("step %d: granted without a lease id", i)
@@ -250,7 +250,7 @@ func (s *suite) modelConcurrency(t *testing.T) {
 func (s *suite) tokenBucketPacing(t *testing.T) {
 	st := s.store(t)
 	p := driver.Policy{Kind: driver.TokenBucket, Rate: 10, Burst: 1}
-	c := driver.Check{Key: "pace", Policy: p, Cost: 1}
+	c := driver.Check{Key: driver.Key{Name: "pace"}, Policy: p, Cost: 1}
 	if r := decide1(t, st, c); !r.Allowed || r.Remaining != 0 || r.Limit != 1 {
 		t.Fatalf("first: got %+v, want allowed, remaining 0, limit 1", r)
 	}
@@ -264,7 +264,7 @@ func (s *suite) tokenBucketPacing(t *testing.T) {
 	// Each of 1000/s and 0.5/s paces to its own interval.
 	for _, rate := range []float64{1000, 0.5} {
 		p := driver.Policy{Kind: driver.TokenBucket, Rate: rate, Burst: 1}
-		c := driver.Check{Key: "pace-" + p.Interval().String(), Policy: p, Cost: 1}
+		c := driver.Check{Key: driver.Key{Name: "pace-" + p.Interval().String()}, Policy: p, Cost: 1}
 		decide1(t, st, c)
 		r := decide1(t, st, c)
 		if r.Allowed && rate < 100 {
@@ -278,7 +278,7 @@ func (s *suite) tokenBucketPacing(t *testing.T) {
 
 func (s *suite) tokenBucketBurst(t *testing.T) {
 	st := s.store(t)
-	c := driver.Check{Key: "burst", Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 0.01, Burst: 5}, Cost: 1}
+	c := driver.Check{Key: driver.Key{Name: "burst"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 0.01, Burst: 5}, Cost: 1}
 	for i := range 5 {
 		r := decide1(t, st, c)
 		if !r.Allowed || r.Remaining != 4-i || r.Limit != 5 {
@@ -293,14 +293,14 @@ func (s *suite) tokenBucketBurst(t *testing.T) {
 		t.Fatalf("6th: retry after %v, want about 100s", r.RetryAfter)
 	}
 	c.Cost = 6
-	if r := decide1(t, st, driver.Check{Key: "burst-fresh", Policy: c.Policy, Cost: 6}); r.Allowed {
+	if r := decide1(t, st, driver.Check{Key: driver.Key{Name: "burst-fresh"}, Policy: c.Policy, Cost: 6}); r.Allowed {
 		t.Fatal("cost 6 on a burst of 5 was allowed")
 	}
 }
 
 func (s *suite) slidingWindowLimit(t *testing.T) {
 	st := s.store(t)
-	c := driver.Check{Key: "win", Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 5, Window: time.Minute}, Cost: 1}
+	c := driver.Check{Key: driver.Key{Name: "win"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 5, Window: time.Minute}, Cost: 1}
 	for i := range 5 {
 		if r := decide1(t, st, c); !r.Allowed || r.Remaining != 4-i {
 			t.Fatalf("request %d: got %+v", i, r)
@@ -322,7 +322,7 @@ func (s *suite) deniedConsumesNothing(t *testing.T) {
 	st := s.store(t)
 	win := driver.Policy{Kind: driver.SlidingWindow, Limit: 3, Window: time.Minute}
 	conc := driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 1, LeaseTTL: time.Minute}
-	both := []driver.Check{{Key: "k", Policy: win, Cost: 1}, {Key: "k", Policy: conc, Cost: 1}}
+	both := []driver.Check{{Key: driver.Key{Name: "k"}, Policy: win, Cost: 1}, {Key: driver.Key{Name: "k"}, Policy: conc, Cost: 1}}
 	res := make([]driver.Result, 2)
 	ok, err := st.Decide(ctx, both, res)
 	if err != nil || !ok {
@@ -343,7 +343,7 @@ func (s *suite) deniedConsumesNothing(t *testing.T) {
 		t.Fatalf("window remaining after refused tries = %d, want 2 (only the admitted request counts)", r.Remaining)
 	}
 	// A token bucket refusal spends nothing either.
-	tb := driver.Check{Key: "t", Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 0.01, Burst: 2}, Cost: 2}
+	tb := driver.Check{Key: driver.Key{Name: "t"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 0.01, Burst: 2}, Cost: 2}
 	decide1(t, st, tb)
 	tb.Cost = 1
 	for range 3 {
@@ -357,8 +357,8 @@ func (s *suite) deniedConsumesNothing(t *testing.T) {
 func (s *suite) compositeAllOrNothing(t *testing.T) {
 	st := s.store(t)
 	p := driver.Policy{Kind: driver.SlidingWindow, Limit: 2, Window: time.Minute}
-	a := driver.Check{Key: "login_ip:1.2.3.4", Policy: p, Cost: 1}
-	b := driver.Check{Key: "login_account:alice", Policy: p, Cost: 1}
+	a := driver.Check{Key: driver.Key{Name: "login_ip:1.2.3.4"}, Policy: p, Cost: 1}
+	b := driver.Check{Key: driver.Key{Name: "login_account:alice"}, Policy: p, Cost: 1}
 	decide1(t, st, b)
 	decide1(t, st, b)
 	res := make([]driver.Result, 2)
@@ -375,7 +375,7 @@ func (s *suite) compositeAllOrNothing(t *testing.T) {
 		t.Fatalf("a remaining after denied composites = %d, want 2", r.Remaining)
 	}
 	// With a concurrency check in the composite, a denial takes no lease.
-	c := driver.Check{Key: "slots", Policy: driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 1, LeaseTTL: time.Minute}, Cost: 1}
+	c := driver.Check{Key: driver.Key{Name: "slots"}, Policy: driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 1, LeaseTTL: time.Minute}, Cost: 1}
 	res3 := make([]driver.Result, 3)
 	if ok, _ := st.Decide(ctx, []driver.Check{a, c, b}, res3); ok {
 		t.Fatal("composite allowed with b exhausted")
@@ -384,8 +384,8 @@ func (s *suite) compositeAllOrNothing(t *testing.T) {
 		t.Fatalf("slots remaining after denied composite = %d, want 1", r.Remaining)
 	}
 	// The denying check first, then keys never seen before.
-	fresh := driver.Check{Key: "never-seen", Policy: p, Cost: 1}
-	freshSlot := driver.Check{Key: "never-seen-slot", Policy: c.Policy, Cost: 1}
+	fresh := driver.Check{Key: driver.Key{Name: "never-seen"}, Policy: p, Cost: 1}
+	freshSlot := driver.Check{Key: driver.Key{Name: "never-seen-slot"}, Policy: c.Policy, Cost: 1}
 	if ok, err := st.Decide(ctx, []driver.Check{b, fresh, freshSlot}, res3); ok || err != nil {
 		t.Fatalf("composite with the denial first: ok=%v err=%v", ok, err)
 	}
@@ -399,20 +399,20 @@ func (s *suite) compositeAllOrNothing(t *testing.T) {
 
 func (s *suite) releaseIdempotent(t *testing.T) {
 	st := s.store(t)
-	c := driver.Check{Key: "rel", Policy: driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 1, LeaseTTL: time.Minute}, Cost: 1}
+	c := driver.Check{Key: driver.Key{Name: "rel"}, Policy: driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 1, LeaseTTL: time.Minute}, Cost: 1}
 	r := decide1(t, st, c)
 	if !r.Allowed {
 		t.Fatal("first lease denied")
 	}
 	for range 2 {
-		if err := st.Release(ctx, "rel", r.Lease); err != nil {
+		if err := st.Release(ctx, driver.Key{Name: "rel"}, r.Lease); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := st.Release(ctx, "rel", "no-such-lease"); err != nil {
+	if err := st.Release(ctx, driver.Key{Name: "rel"}, "no-such-lease"); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Release(ctx, "never-used", "x"); err != nil {
+	if err := st.Release(ctx, driver.Key{Name: "never-used"}, "x"); err != nil {
 		t.Fatal(err)
 	}
 	if r := decide1(t, st, c); !r.Allowed {
@@ -425,7 +425,7 @@ func (s *suite) releaseIdempotent(t *testing.T) {
 
 func (s *suite) expiredLeasesReclaimed(t *testing.T) {
 	p := driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 2, LeaseTTL: 150 * time.Millisecond}
-	c := driver.Check{Key: "exp", Policy: p, Cost: 1}
+	c := driver.Check{Key: driver.Key{Name: "exp"}, Policy: p, Cost: 1}
 	if s.o.NewWithClock != nil {
 		st, clk := s.clockStore(t)
 		decide1(t, st, c)
@@ -456,9 +456,9 @@ func (s *suite) expiredLeasesReclaimed(t *testing.T) {
 func (s *suite) peekConsumesNothing(t *testing.T) {
 	st := s.store(t)
 	checks := []driver.Check{
-		{Key: "p1", Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 0.01, Burst: 2}, Cost: 1},
-		{Key: "p2", Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 2, Window: time.Minute}, Cost: 1},
-		{Key: "p3", Policy: driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 2, LeaseTTL: time.Minute}, Cost: 1},
+		{Key: driver.Key{Name: "p1"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 0.01, Burst: 2}, Cost: 1},
+		{Key: driver.Key{Name: "p2"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 2, Window: time.Minute}, Cost: 1},
+		{Key: driver.Key{Name: "p3"}, Policy: driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 2, LeaseTTL: time.Minute}, Cost: 1},
 	}
 	res := make([]driver.Result, 3)
 	for range 10 {
@@ -467,26 +467,26 @@ func (s *suite) peekConsumesNothing(t *testing.T) {
 		}
 		for i, r := range res {
 			if !r.Allowed || r.Remaining != 2 || r.Lease != "" {
-				t.Fatalf("peek %s: %+v, want allowed, remaining 2, no lease", checks[i].Key, r)
+				t.Fatalf("peek %v: %+v, want allowed, remaining 2, no lease", checks[i].Key, r)
 			}
 		}
 	}
 	for _, c := range checks {
 		decide1(t, st, c)
 		if r := peek1(t, st, c); r.Remaining != 1 || !r.Allowed {
-			t.Fatalf("peek %s after one admission: %+v, want remaining 1", c.Key, r)
+			t.Fatalf("peek %v after one admission: %+v, want remaining 1", c.Key, r)
 		}
 	}
 }
 
 func (s *suite) reset(t *testing.T) {
 	st := s.store(t)
-	c := driver.Check{Key: "r1", Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 1, Window: time.Minute}, Cost: 1}
+	c := driver.Check{Key: driver.Key{Name: "r1"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 1, Window: time.Minute}, Cost: 1}
 	c2 := c
-	c2.Key = "r2"
+	c2.Key = driver.Key{Name: "r2"}
 	decide1(t, st, c)
 	decide1(t, st, c2)
-	if err := st.Reset(ctx, "r1"); err != nil {
+	if err := st.Reset(ctx, driver.Key{Name: "r1"}); err != nil {
 		t.Fatal(err)
 	}
 	if !decide1(t, st, c).Allowed {
