@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"time"
 
 	"github.com/rate-sync/ratesync-go/driver"
 )
@@ -163,7 +162,7 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 		d.Limiter = c.parts[i]
 		res.Results[c.parts[i]] = d
 		if allowed {
-			l.r.m.admitted(0, time.Now())
+			l.r.m.admitted(0)
 			for j := lo; j < hi; j++ {
 				if results[j].Lease != "" {
 					lease.refs = append(lease.refs, leaseRef{rs: l.r, h: h, key: l.skey(), id: results[j].Lease})

@@ -190,9 +190,7 @@ func (l *Limiter) decide(ctx context.Context, cost int) (attempt, error) {
 			}
 		}
 	}
-	clear(sc.checks[:n])
-	clear(sc.results[:n])
-	scratchPool.Put(sc)
+	scratchPool.Put(sc) // keeps the last key and lease strings alive until reuse: harmless
 	if err != nil {
 		return l.storeFailure(ctx, err)
 	}
@@ -229,7 +227,7 @@ func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error)
 	a, err := l.decide(ctx, o.cost)
 	if err == nil {
 		if a.d.Allowed {
-			l.r.m.admitted(0, time.Now())
+			l.r.m.admitted(0)
 		} else {
 			l.r.m.denials.Add(1)
 		}
@@ -282,7 +280,7 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 		now := time.Now()
 		if a.d.Allowed {
 			wait := now.Sub(start)
-			l.r.m.admitted(wait, now)
+			l.r.m.admitted(wait)
 			l.observe(OpAcquire, a.d, wait, nil)
 			return a.d.Lease, nil
 		}
@@ -334,7 +332,7 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			// The budget ran out while waiting for a slot: one last try.
 			if a2, err := l.decide(ctx, o.cost); err == nil && a2.d.Allowed {
 				now := time.Now()
-				l.r.m.admitted(now.Sub(start), now)
+				l.r.m.admitted(now.Sub(start))
 				l.observe(OpAcquire, a2.d, now.Sub(start), nil)
 				return a2.d.Lease, nil
 			}

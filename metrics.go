@@ -18,7 +18,6 @@ type Metrics struct {
 	MaxWait           time.Duration // longest Acquire wait
 	CurrentConcurrent int64         // leases held now by this process
 	PeakConcurrent    int64         // highest CurrentConcurrent seen
-	LastAcquisition   time.Time     // zero before the first admission
 }
 
 // AvgWait returns TotalWait / Acquisitions.
@@ -33,12 +32,10 @@ type metrics struct {
 	acquisitions, denials, timeouts, errors, releases atomic.Int64
 	totalWait, maxWait                                atomic.Int64
 	current, peak                                     atomic.Int64
-	last                                              atomic.Int64
 }
 
-func (m *metrics) admitted(wait time.Duration, now time.Time) {
+func (m *metrics) admitted(wait time.Duration) {
 	m.acquisitions.Add(1)
-	m.last.Store(now.UnixNano())
 	if wait > 0 {
 		m.totalWait.Add(int64(wait))
 		for {
@@ -76,9 +73,6 @@ func (m *metrics) snapshot() Metrics {
 		MaxWait:           time.Duration(m.maxWait.Load()),
 		CurrentConcurrent: m.current.Load(),
 		PeakConcurrent:    m.peak.Load(),
-	}
-	if ns := m.last.Load(); ns != 0 {
-		s.LastAcquisition = time.Unix(0, ns)
 	}
 	return s
 }

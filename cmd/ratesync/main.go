@@ -125,7 +125,6 @@ func check(path string, w io.Writer) error {
 	return nil
 }
 
-
 func dash(s string) string {
 	if s == "" {
 		return "-"
