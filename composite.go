@@ -123,17 +123,18 @@ func (c *Composite) any(ctx context.Context, lims []*Limiter) (CompositeResult, 
 func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, error) {
 	h := lims[0].r.store.Load()
 	var checks []driver.Check
-	var owner []int // part index of each check
+	starts := make([]int, len(lims)+1) // part i owns checks[starts[i]:starts[i+1]]
 	for i, l := range lims {
 		if lh := l.r.store.Load(); lh != h {
 			return CompositeResult{}, fmt.Errorf("ratesync: composite: parts %q and %q use different stores (%q, %q); an all-or-nothing decision needs one store",
 				c.parts[0], c.parts[i], h.name, lh.name)
 		}
+		starts[i] = len(checks)
 		for _, p := range l.r.policies {
 			checks = append(checks, driver.Check{Key: l.skey(), Policy: p, Cost: 1})
-			owner = append(owner, i)
 		}
 	}
+	starts[len(lims)] = len(checks)
 	results := make([]driver.Result, len(checks))
 	allowed, err := h.store.Decide(ctx, checks, results)
 	if err != nil {
@@ -146,26 +147,20 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 	lease := &Lease{}
 	first := -1
 	for i, l := range lims {
-		lo, hi := slices.Index(owner, i), 0
-		for hi = lo; hi < len(owner) && owner[hi] == i; hi++ {
-		}
+		part := results[starts[i]:starts[i+1]]
 		partAllowed := true
-		for _, r := range results[lo:hi] {
+		for _, r := range part {
 			partAllowed = partAllowed && r.Allowed
 		}
-		d := combine(results[lo:hi], allowed)
-		if !allowed && !partAllowed {
-			d = combine(results[lo:hi], false)
-		} else if !allowed {
-			d.Allowed, d.RetryAfter = false, 0
-		}
+		d := combine(part, partAllowed)
+		d.Allowed = allowed // a part that would pass alone is still denied with the rest
 		d.Limiter = c.parts[i]
 		res.Results[c.parts[i]] = d
 		if allowed {
 			l.r.m.admitted(0)
-			for j := lo; j < hi; j++ {
-				if results[j].Lease != "" {
-					lease.refs = append(lease.refs, leaseRef{rs: l.r, h: h, key: l.skey(), id: results[j].Lease})
+			for _, r := range part {
+				if r.Lease != "" {
+					lease.refs = append(lease.refs, leaseRef{rs: l.r, h: h, key: checks[starts[i]].Key, id: r.Lease})
 					l.r.m.leaseTaken()
 				}
 			}

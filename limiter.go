@@ -30,7 +30,8 @@ type ruleState struct {
 // Registry.Limiter uses the rule's own key; per-key limiters (For,
 // GetOrClone, templates) share the rule and store but keep separate state.
 //
-// A Limiter is cheap (two words) and safe for concurrent use.
+// A Limiter is a few words, cheap to create per request, and safe for
+// concurrent use.
 type Limiter struct {
 	r   *ruleState
 	key driver.Key // the rule's own key; zero for per-key limiters
@@ -45,7 +46,7 @@ func (l *Limiter) skey() driver.Key {
 	if l.up == nil {
 		return l.key
 	}
-	if l.up.up == nil && plainID(l.id) {
+	if l.up.up == nil && !needsEscape(l.id) {
 		return driver.Key{Name: l.up.key.Name, ID: l.id}
 	}
 	base := l.up.skey()
@@ -121,17 +122,6 @@ func (l *Limiter) For(id string) *Limiter {
 	return &Limiter{r: l.r, up: l, id: id}
 }
 
-// plainID reports whether id needs no escaping; it is small enough for For
-// to be inlined, so that the returned Limiter can stay on the caller's stack.
-func plainID(id string) bool {
-	for i := 0; i < len(id); i++ {
-		if id[i] == ':' || id[i] == '%' {
-			return false
-		}
-	}
-	return true
-}
-
 type scratch struct {
 	checks  [4]driver.Check
 	results [4]driver.Result
@@ -157,12 +147,12 @@ func (l *Limiter) checkCost(cost int) error {
 	return nil
 }
 
-// decide makes one store decision.
-func (l *Limiter) decide(ctx context.Context, cost int) (attempt, error) {
+// decide makes one store decision on key (the limiter's skey, which
+// callers compute once per call).
+func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt, error) {
 	rs := l.r
 	h := rs.store.Load()
 	n := len(rs.policies)
-	key := l.skey()
 	sc := scratchPool.Get().(*scratch)
 	for i := range n {
 		sc.checks[i] = driver.Check{Key: key, Policy: rs.policies[i], Cost: cost}
@@ -224,7 +214,7 @@ func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error)
 	if err := l.checkCost(o.cost); err != nil {
 		return Decision{Limiter: l.r.name}, err
 	}
-	a, err := l.decide(ctx, o.cost)
+	a, err := l.decide(ctx, l.skey(), o.cost)
 	if err == nil {
 		if a.d.Allowed {
 			l.r.m.admitted(0)
@@ -258,11 +248,12 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			deadline, hasDeadline = own, true
 		}
 	}
+	key := l.skey()
 	var w *waiter
 	var h *storeHandle
 	defer func() {
 		if w != nil {
-			l.r.reg.queues.leave(h, l.skey(), w)
+			l.r.reg.queues.leave(h, key, w)
 		}
 	}()
 	var timer *time.Timer
@@ -271,8 +262,8 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			timer.Stop()
 		}
 	}()
-	for {
-		a, err := l.decide(ctx, o.cost)
+	for lastTry := false; ; {
+		a, err := l.decide(ctx, key, o.cost)
 		if err != nil {
 			l.observe(OpAcquire, a.d, time.Since(start), err)
 			return nil, err
@@ -285,6 +276,9 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			return a.d.Lease, nil
 		}
 		l.r.m.denials.Add(1)
+		if lastTry {
+			return nil, l.timedOut(a.d, start, now, 0)
+		}
 		var sleep time.Duration
 		var wake <-chan struct{}
 		if a.rateRetry > 0 {
@@ -298,7 +292,7 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			// is not missed.
 			if w == nil {
 				h = l.r.store.Load()
-				w = l.r.reg.queues.join(h, l.skey())
+				w = l.r.reg.queues.join(h, key)
 				continue
 			}
 			wake = w.ch
@@ -328,16 +322,8 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			l.observe(OpAcquire, a.d, now.Sub(start), err)
 			return nil, err
 		}
-		if hasDeadline && !time.Now().Before(deadline) && a.rateRetry == 0 {
-			// The budget ran out while waiting for a slot: one last try.
-			if a2, err := l.decide(ctx, o.cost); err == nil && a2.d.Allowed {
-				now := time.Now()
-				l.r.m.admitted(now.Sub(start))
-				l.observe(OpAcquire, a2.d, now.Sub(start), nil)
-				return a2.d.Lease, nil
-			}
-			return nil, l.timedOut(a.d, start, time.Now(), 0)
-		}
+		// The budget ran out while waiting for a slot: one last try.
+		lastTry = hasDeadline && !time.Now().Before(deadline) && a.rateRetry == 0
 	}
 }
 

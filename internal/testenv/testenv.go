@@ -30,29 +30,19 @@ func unavailable(t testing.TB, format string, args ...any) {
 // answers PING.
 func RedisURL(t testing.TB) string {
 	t.Helper()
-	raw := os.Getenv("RATESYNC_TEST_REDIS_URL")
-	if raw == "" {
-		unavailable(t, "RATESYNC_TEST_REDIS_URL is not set: skipping the Redis tests")
-		return ""
-	}
-	addr, err := hostPort(raw, "6379")
-	if err != nil {
-		t.Fatalf("RATESYNC_TEST_REDIS_URL=%q: %v", raw, err)
-	}
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		unavailable(t, "Redis at %s: %v", addr, err)
+	raw, c := dial(t, "RATESYNC_TEST_REDIS_URL", "Redis", "6379")
+	if c == nil {
 		return ""
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		unavailable(t, "Redis at %s: %v", addr, err)
-		return ""
+	_, err := c.Write([]byte("PING\r\n"))
+	line := ""
+	if err == nil {
+		line, err = bufio.NewReader(c).ReadString('\n')
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
-		unavailable(t, "Redis at %s answered %q, %v", addr, line, err)
+		unavailable(t, "Redis at %s answered %q, %v", c.RemoteAddr(), line, err)
 		return ""
 	}
 	return raw
@@ -62,22 +52,33 @@ func RedisURL(t testing.TB) string {
 // server accepts TCP connections.
 func PostgresURL(t testing.TB) string {
 	t.Helper()
-	raw := os.Getenv("RATESYNC_TEST_POSTGRES_URL")
-	if raw == "" {
-		unavailable(t, "RATESYNC_TEST_POSTGRES_URL is not set: skipping the PostgreSQL tests")
-		return ""
-	}
-	addr, err := hostPort(raw, "5432")
-	if err != nil {
-		t.Fatalf("RATESYNC_TEST_POSTGRES_URL=%q: %v", raw, err)
-	}
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		unavailable(t, "PostgreSQL at %s: %v", addr, err)
+	raw, c := dial(t, "RATESYNC_TEST_POSTGRES_URL", "PostgreSQL", "5432")
+	if c == nil {
 		return ""
 	}
 	c.Close()
 	return raw
+}
+
+// dial reads the URL in env and connects to its host; it returns a nil
+// connection after skipping (or failing) the test.
+func dial(t testing.TB, env, what, defPort string) (string, net.Conn) {
+	t.Helper()
+	raw := os.Getenv(env)
+	if raw == "" {
+		unavailable(t, "%s is not set: skipping the %s tests", env, what)
+		return "", nil
+	}
+	addr, err := hostPort(raw, defPort)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", env, raw, err)
+	}
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		unavailable(t, "%s at %s: %v", what, addr, err)
+		return "", nil
+	}
+	return raw, c
 }
 
 func hostPort(raw, defPort string) (string, error) {
