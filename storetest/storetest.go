@@ -36,6 +36,10 @@ type Options struct {
 	// NewWithClock, if set, returns a new, empty store that reads time from
 	// now. It enables the exact comparisons with the reference model.
 	NewWithClock func(t *testing.T, now func() time.Time) driver.Store
+	// Resolution is the granularity of the store's clock (Redis TIME has
+	// microseconds): the clock given to NewWithClock and the model then
+	// move in whole steps of it. Zero means nanoseconds.
+	Resolution time.Duration
 	// Scale multiplies the sizes of the hammer tests (default 1).
 	Scale float64
 }
@@ -85,6 +89,7 @@ func (s *suite) clockStore(t *testing.T) (driver.Store, *Clock) {
 		t.Skip("store takes no injected clock; exact model checks skipped (the other subtests check the model within call timing)")
 	}
 	c := NewClock()
+	c.res = s.o.Resolution
 	st := s.o.NewWithClock(t, c.Now)
 	t.Cleanup(func() { st.Close() })
 	return st, c
@@ -109,8 +114,9 @@ func (s *suite) registry(t *testing.T, st driver.Store, rules map[string]ratesyn
 
 // Clock is a manual clock for stores that accept one.
 type Clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu  sync.Mutex
+	t   time.Time
+	res time.Duration
 }
 
 // NewClock returns a clock set at an arbitrary fixed time.
@@ -120,6 +126,9 @@ func NewClock() *Clock { return &Clock{t: time.Unix(1_700_000_000, 0)} }
 func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.res > 0 {
+		return c.t.Truncate(c.res)
+	}
 	return c.t
 }
 

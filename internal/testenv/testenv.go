@@ -95,3 +95,24 @@ func hostPort(raw, defPort string) (string, error) {
 	}
 	return net.JoinHostPort(host, port), nil
 }
+
+// RedisClusterAddrs returns the node addresses of the test Redis Cluster
+// named by RATESYNC_TEST_REDIS_CLUSTER (comma separated host:port), after
+// checking that the first one answers. scripts/redis-cluster.sh starts one
+// on loopback ports.
+func RedisClusterAddrs(t testing.TB) []string {
+	t.Helper()
+	raw := os.Getenv("RATESYNC_TEST_REDIS_CLUSTER")
+	if raw == "" {
+		unavailable(t, "RATESYNC_TEST_REDIS_CLUSTER is not set: skipping the Redis Cluster tests (start one with scripts/redis-cluster.sh)")
+		return nil
+	}
+	addrs := strings.Split(raw, ",")
+	c, err := net.DialTimeout("tcp", addrs[0], 2*time.Second)
+	if err != nil {
+		unavailable(t, "Redis Cluster node %s: %v", addrs[0], err)
+		return nil
+	}
+	c.Close()
+	return addrs
+}

@@ -1,0 +1,147 @@
+package redisstore
+
+import (
+	"fmt"
+	nurl "net/url"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/driver"
+)
+
+func init() { ratesync.RegisterEngine("redis", open) }
+
+// open builds a store and the client it owns from a [stores.NAME] table
+// with engine = "redis". See docs/redis.md for the keys.
+func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
+	url, err := cfg.String("url", "")
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := cfg.Strings("cluster_nodes")
+	if err != nil {
+		return nil, err
+	}
+	master, err := cfg.String("sentinel_master", "")
+	if err != nil {
+		return nil, err
+	}
+	sentinels, err := cfg.Strings("sentinel_nodes")
+	if err != nil {
+		return nil, err
+	}
+	db, err := cfg.Int("db", -1)
+	if err != nil {
+		return nil, err
+	}
+	password, err := cfg.String("password", "")
+	if err != nil {
+		return nil, err
+	}
+	prefix, err := cfg.String("key_prefix", DefaultKeyPrefix)
+	if err != nil {
+		return nil, err
+	}
+	poolMax, err := cfg.Int("pool_max_size", 0)
+	if err != nil {
+		return nil, err
+	}
+	poolMin, err := cfg.Int("pool_min_size", 0)
+	if err != nil {
+		return nil, err
+	}
+	readTimeout, err := cfg.Seconds("socket_timeout", 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	dialTimeout, err := cfg.Seconds("socket_connect_timeout", 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	batchWorkers, err := cfg.Int("batch_workers", 0)
+	if err != nil {
+		return nil, err
+	}
+	batchSize, err := cfg.Int("batch_size", 0)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Has("timing_margin_ms") {
+		return nil, cfg.Errorf("timing_margin_ms", "not supported: ratesync-go decides on the server's clock with exact timing; remove the key")
+	}
+	switch {
+	case prefix == "":
+		return nil, cfg.Errorf("key_prefix", "must not be empty")
+	case poolMax < 0:
+		return nil, cfg.Errorf("pool_max_size", "must be >= 1")
+	case poolMin < 0:
+		return nil, cfg.Errorf("pool_min_size", "must be >= 0")
+	case poolMax > 0 && poolMin > poolMax:
+		return nil, cfg.Errorf("pool_min_size", "must not exceed pool_max_size (%d)", poolMax)
+	case readTimeout <= 0:
+		return nil, cfg.Errorf("socket_timeout", "must be > 0")
+	case dialTimeout <= 0:
+		return nil, cfg.Errorf("socket_connect_timeout", "must be > 0")
+	case batchWorkers < 0:
+		return nil, cfg.Errorf("batch_workers", "must be >= 1")
+	case batchSize < 0:
+		return nil, cfg.Errorf("batch_size", "must be >= 1")
+	}
+	modes := 0
+	for _, set := range []bool{url != "", len(nodes) > 0, master != ""} {
+		if set {
+			modes++
+		}
+	}
+	if modes != 1 {
+		return nil, cfg.Errorf("url", "set exactly one of url (one server), cluster_nodes (Redis Cluster) or sentinel_master with sentinel_nodes (Sentinel)")
+	}
+
+	var c Client
+	switch {
+	case url != "":
+		o, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, cfg.Errorf("url", "%s", strings.ReplaceAll(err.Error(), url, "<url>"))
+		}
+		if u, _ := nurl.Parse(url); db >= 0 && u != nil && strings.Trim(u.Path, "/") == "" {
+			o.DB = db // a db in the URL path wins, as in rate-sync
+		}
+		if password != "" && o.Password == "" {
+			o.Password = password
+		}
+		o.PoolSize, o.MinIdleConns = poolMax, poolMin
+		o.ReadTimeout, o.WriteTimeout, o.DialTimeout = readTimeout, readTimeout, dialTimeout
+		c = redis.NewClient(o)
+	case len(nodes) > 0:
+		if db > 0 {
+			return nil, cfg.Errorf("db", "Redis Cluster has only db 0")
+		}
+		c = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: nodes, Password: password,
+			PoolSize: poolMax, MinIdleConns: poolMin,
+			ReadTimeout: readTimeout, WriteTimeout: readTimeout, DialTimeout: dialTimeout,
+		})
+	default:
+		if len(sentinels) == 0 {
+			return nil, cfg.Errorf("sentinel_nodes", "required with sentinel_master: the sentinels' host:port addresses")
+		}
+		c = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: master, SentinelAddrs: sentinels, Password: password, DB: max(db, 0),
+			PoolSize: poolMax, MinIdleConns: poolMin,
+			ReadTimeout: readTimeout, WriteTimeout: readTimeout, DialTimeout: dialTimeout,
+		})
+	}
+	s, err := New(c, WithKeyPrefix(prefix), WithBatching(batchWorkers, batchSize))
+	if err != nil {
+		if cl, ok := c.(interface{ Close() error }); ok {
+			cl.Close()
+		}
+		return nil, fmt.Errorf("stores.%s: %w", cfg.Name, err)
+	}
+	s.owned = true
+	return s, nil
+}

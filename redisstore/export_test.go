@@ -1,0 +1,7 @@
+package redisstore
+
+// WithClock makes scripts use now instead of the server's TIME (tests only).
+var WithClock = withClock
+
+// KeyOf returns the Redis key of a limiter key's policy state.
+var KeyOf = (*Store).key
