@@ -56,7 +56,11 @@ func (l *Lease) Release(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("ratesync: limiter %q: release: %w", r.rs.name, err))
 		}
 		r.rs.m.leaseReleased()
-		r.rs.reg.queues.notify(r.h, r.key)
+		if _, ok := r.h.store.(driver.ReleaseNotifier); !ok {
+			// A notifying store tells every process, this one included;
+			// waking a waiter here too would wake two for one slot.
+			r.rs.reg.queues.notify(r.h, r.key)
+		}
 	}
 	return errors.Join(errs...)
 }

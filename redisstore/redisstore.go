@@ -89,8 +89,7 @@ type Store struct {
 	subMu  sync.Mutex
 	subs   map[uint64]func(driver.Key)
 	subSeq uint64
-	pubsub *redis.PubSub
-	subWG  sync.WaitGroup
+	lis    *listener
 }
 
 // Option configures a Store.
@@ -748,7 +747,9 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // SubscribeReleases implements driver.ReleaseNotifier. All subscribers of
-// a store share one Redis subscription to the store's release channel.
+// a store share one Redis subscription to the store's release channel,
+// opened in the background: subscribing does no I/O on the caller's
+// goroutine.
 func (s *Store) SubscribeReleases(fn func(driver.Key)) func() {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
@@ -758,34 +759,62 @@ func (s *Store) SubscribeReleases(fn func(driver.Key)) func() {
 	s.subSeq++
 	id := s.subSeq
 	s.subs[id] = fn
-	if s.pubsub == nil && !s.closed.Load() {
-		s.pubsub = s.c.Subscribe(context.Background(), s.channel)
-		ch := s.pubsub.Channel()
-		s.subWG.Add(1)
-		go s.listen(ch)
+	if s.lis == nil && !s.closed.Load() {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.lis = &listener{cancel: cancel, done: make(chan struct{})}
+		go s.listen(ctx, s.lis)
 	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			s.subMu.Lock()
 			delete(s.subs, id)
-			var ps *redis.PubSub
+			var l *listener
 			if len(s.subs) == 0 {
-				ps, s.pubsub = s.pubsub, nil
+				l, s.lis = s.lis, nil
 			}
 			s.subMu.Unlock()
-			if ps != nil {
-				ps.Close()
-				s.subWG.Wait()
-			}
+			l.stop()
 		})
 	}
 }
 
-func (s *Store) listen(ch <-chan *redis.Message) {
-	defer s.subWG.Done()
+// listener is the one subscription of a store.
+type listener struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	ps     *redis.PubSub
+	closed bool
+}
+
+func (l *listener) stop() {
+	if l == nil {
+		return
+	}
+	l.cancel()
+	l.mu.Lock()
+	l.closed = true
+	if l.ps != nil {
+		l.ps.Close()
+	}
+	l.mu.Unlock()
+	<-l.done
+}
+
+func (s *Store) listen(ctx context.Context, l *listener) {
+	defer close(l.done)
+	ps := s.c.Subscribe(ctx, s.channel) // go-redis resubscribes after reconnects
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		ps.Close()
+		return
+	}
+	l.ps = ps
+	l.mu.Unlock()
 	var fns []func(driver.Key)
-	for m := range ch {
+	for m := range ps.Channel() {
 		k := decodeKey(m.Payload)
 		s.subMu.Lock()
 		fns = fns[:0]
@@ -809,13 +838,10 @@ func (s *Store) Close() error {
 		close(s.stop)
 		s.wg.Wait()
 		s.subMu.Lock()
-		ps := s.pubsub
-		s.pubsub = nil
+		l := s.lis
+		s.lis = nil
 		s.subMu.Unlock()
-		if ps != nil {
-			ps.Close()
-		}
-		s.subWG.Wait()
+		l.stop()
 		if s.owned {
 			if cl, ok := s.c.(interface{ Close() error }); ok {
 				err = cl.Close()

@@ -22,6 +22,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/rate-sync/ratesync-go"
+	_ "github.com/rate-sync/ratesync-go/redisstore"
 )
 
 const usage = `usage: ratesync check [FILE]

@@ -33,6 +33,26 @@ trusted_proxy_networks = ["10.0.0.0/8"]
 	bad := filepath.Join(dir, "bad.toml")
 	os.WriteFile(bad, []byte("[stores.main]\nengine = \"memory\"\n[limiters.api]\nstore = \"main\"\nalgorithm = \"leaky\"\nrate_per_second = 1.0\n"), 0o600)
 
+	redis := filepath.Join(dir, "redis.toml")
+	os.WriteFile(redis, []byte(`
+[stores.shared]
+engine = "redis"
+url = "redis://:hunter2@127.0.0.1:6399/2"
+key_prefix = "myapp"
+
+[stores.ha]
+engine = "redis"
+sentinel_master = "mymaster"
+sentinel_nodes = ["127.0.0.1:26379"]
+password = "s3cret-pw"
+
+[limiters.api]
+store = "shared"
+rate_per_second = 100.0
+`), 0o600)
+	margin := filepath.Join(dir, "margin.toml")
+	os.WriteFile(margin, []byte("[stores.r]\nengine = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\ntiming_margin_ms = 10.0\n"), 0o600)
+
 	tests := []struct {
 		name     string
 		args     []string
@@ -41,6 +61,8 @@ trusted_proxy_networks = ["10.0.0.0/8"]
 	}{
 		{"valid", []string{"check", good}, 0, []string{"good.toml: OK", "main", "memory", "api", "token_bucket", "10", "login", "sliding_window", "5m0s", "deny", "10.0.0.0/8"}, nil},
 		{"invalid", []string{"check", bad}, 1, nil, []string{"bad.toml:5", "[limiters.api] algorithm", `unknown algorithm "leaky"`}},
+		{"redis, secrets hidden", []string{"check", redis}, 0, []string{"shared", "redis", "key_prefix=myapp", "127.0.0.1:6399", "ha", "mymaster"}, nil},
+		{"redis timing margin", []string{"check", margin}, 1, nil, []string{"margin.toml:4", "timing_margin_ms", "remove the key"}},
 		{"missing file", []string{"check", filepath.Join(dir, "nope.toml")}, 1, nil, []string{"nope.toml"}},
 		{"no args", nil, 2, nil, []string{"usage"}},
 		{"unknown command", []string{"serve"}, 2, nil, []string{`unknown command "serve"`}},
@@ -55,6 +77,11 @@ trusted_proxy_networks = ["10.0.0.0/8"]
 			for _, w := range tt.out {
 				if !strings.Contains(out.String(), w) {
 					t.Errorf("stdout lacks %q:\n%s", w, out.String())
+				}
+			}
+			for _, secret := range []string{"hunter2", "s3cret-pw"} {
+				if strings.Contains(out.String()+errb.String(), secret) {
+					t.Errorf("output shows the password %q:\n%s%s", secret, out.String(), errb.String())
 				}
 			}
 			for _, w := range tt.err {

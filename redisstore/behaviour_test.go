@@ -1,0 +1,294 @@
+package redisstore_test
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/rate-sync/ratesync-go/redisstore"
+)
+
+// scriptCalls returns how many EVAL and EVALSHA calls the server has run.
+func scriptCalls(t *testing.T, c *redis.Client) int {
+	t.Helper()
+	info, err := c.Info(bg, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(info, "\n") {
+		for _, cmd := range []string{"cmdstat_eval:", "cmdstat_evalsha:"} {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+				calls, _, _ := strings.Cut(strings.TrimPrefix(rest, "calls="), ",")
+				v, err := strconv.Atoi(calls)
+				if err != nil {
+					t.Fatalf("commandstats line %q: %v", line, err)
+				}
+				n += v
+			}
+		}
+	}
+	return n
+}
+
+// Every decision is exactly one script call, whatever it combines, and
+// decisions made together are still one call each (in one pipeline).
+func TestOneScriptCallPerDecision(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	r := ratesync.NewRegistry()
+	defer r.Close()
+	if err := r.AddStore("r", s); err != nil {
+		t.Fatal(err)
+	}
+	rules := map[string]ratesync.Rule{
+		"bucket":   {RatePerSecond: 1000, Burst: 1000},
+		"combined": {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute, MaxConcurrent: 1000},
+		"ip":       {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute},
+		"account":  {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute},
+	}
+	for name, rule := range rules {
+		rule.Store = "r"
+		if err := r.ConfigureLimiter(name, rule); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Ping(bg); err != nil { // loads the scripts
+		t.Fatal(err)
+	}
+	comp, err := r.Composite(map[string]string{"ip": "ip", "account": "account"}, ratesync.AllMustPass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		n    int
+		run  func(t *testing.T) (releases int)
+	}{
+		{"token bucket", 50, func(t *testing.T) int {
+			l, _ := r.Limiter("bucket")
+			for range 50 {
+				if d, err := l.Try(bg); err != nil || !d.Allowed {
+					t.Fatal(d, err)
+				}
+			}
+			return 0
+		}},
+		{"window+lease on one key", 50, func(t *testing.T) int {
+			l, _ := r.GetOrClone("combined", "user-1")
+			var leases []*ratesync.Lease
+			for range 50 {
+				d, err := l.Try(bg)
+				if err != nil || !d.Allowed {
+					t.Fatal(d, err)
+				}
+				leases = append(leases, d.Lease)
+			}
+			for _, le := range leases {
+				le.Release(bg)
+			}
+			return len(leases)
+		}},
+		{"composite per IP and per account", 50, func(t *testing.T) int {
+			for i := range 50 {
+				res, err := comp.Check(bg, map[string]string{"ip": "10.0.0.1", "account": "a" + strconv.Itoa(i%3)})
+				if err != nil || !res.Allowed {
+					t.Fatal(res, err)
+				}
+			}
+			return 0
+		}},
+		{"64 goroutines at once", 640, func(t *testing.T) int {
+			l, _ := r.GetOrClone("bucket", "concurrent")
+			var wg sync.WaitGroup
+			for range 64 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range 10 {
+						if _, err := l.Try(bg); err != nil {
+							t.Error(err)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			return 0
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := scriptCalls(t, c)
+			releases := tc.run(t)
+			got := scriptCalls(t, c) - before
+			t.Logf("%d decisions + %d releases: %d script calls", tc.n, releases, got)
+			if got != tc.n+releases {
+				t.Fatalf("%d script calls for %d decisions and %d releases, want exactly one each", got, tc.n, releases)
+			}
+		})
+	}
+}
+
+// Every key has a TTL that matches its policy; a held lease keeps its key
+// alive; idle keys disappear.
+func TestKeyTTLs(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	k := driver.Key{Name: "ttl", ID: "u:1"}
+	checks := []driver.Check{
+		{Key: k, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 10, Burst: 5}, Cost: 5},
+		{Key: k, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 3, Window: 2 * time.Second}, Cost: 1},
+		{Key: k, Policy: driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 2, LeaseTTL: 30 * time.Second}, Cost: 1},
+	}
+	res := make([]driver.Result, 3)
+	if ok, err := s.Decide(bg, checks, res); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	want := map[driver.Kind]time.Duration{
+		driver.TokenBucket:   500 * time.Millisecond, // 5 tokens at 10/s refill in 0.5s
+		driver.SlidingWindow: 2 * time.Second,
+		driver.Concurrency:   30 * time.Second,
+	}
+	for kind, ttl := range want {
+		key := redisstore.KeyOf(s, k, kind)
+		got, err := c.PTTL(bg, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got <= 0 || got > ttl || got < ttl-200*time.Millisecond {
+			t.Errorf("%s: PTTL %v, want about %v", key, got, ttl)
+		}
+		if tag := key[strings.IndexByte(key, '{'):]; !strings.HasPrefix(tag, "{ttl:u:1}:") {
+			t.Errorf("%s: hash tag is not the limiter key", key)
+		}
+	}
+	// The bucket key goes when the bucket is full again.
+	deadline := time.Now().Add(3 * time.Second)
+	for c.Exists(bg, redisstore.KeyOf(s, k, driver.TokenBucket)).Val() == 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("idle bucket key still present after 3s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Window members are unique even for admissions in the same microsecond.
+func TestWindowMembersUniqueInOneMicrosecond(t *testing.T) {
+	c := client(t)
+	frozen := time.Unix(1_800_000_000, 123_456_000)
+	s := store(t, c, redisstore.WithClock(func() time.Time { return frozen }))
+	ch := driver.Check{Key: driver.Key{Name: "same-us"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 10, Window: time.Second}, Cost: 2}
+	res := make([]driver.Result, 1)
+	for i := range 5 {
+		ok, err := s.Decide(bg, []driver.Check{ch}, res)
+		if err != nil || !ok || res[0].Remaining != 10-2*(i+1) {
+			t.Fatalf("decision %d: %v %v %+v", i, ok, err, res[0])
+		}
+	}
+	if ok, _ := s.Decide(bg, []driver.Check{ch}, res); ok {
+		t.Fatal("11th and 12th units admitted")
+	}
+	if n := c.ZCard(bg, redisstore.KeyOf(s, ch.Key, driver.SlidingWindow)).Val(); n != 10 {
+		t.Fatalf("window holds %d members, want 10", n)
+	}
+}
+
+// ResetAll deletes the store's keys and nothing under another prefix.
+func TestResetAllKeepsOtherPrefixes(t *testing.T) {
+	c := client(t)
+	a, b := store(t, c), store(t, c)
+	ch := []driver.Check{{Key: driver.Key{Name: "x"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 1, Window: time.Minute}, Cost: 1}}
+	res := make([]driver.Result, 1)
+	for _, s := range []*redisstore.Store{a, b} {
+		for i := range 3 {
+			ch[0].Key.ID = strconv.Itoa(i)
+			if ok, err := s.Decide(bg, ch, res); !ok || err != nil {
+				t.Fatal(ok, err)
+			}
+		}
+	}
+	if err := a.ResetAll(bg); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		ch[0].Key.ID = strconv.Itoa(i)
+		if ok, _ := a.Decide(bg, ch, res); !ok {
+			t.Fatalf("store a, key %d: still limited after ResetAll", i)
+		}
+		if ok, _ := b.Decide(bg, ch, res); ok {
+			t.Fatalf("store b, key %d: reset by another prefix's ResetAll", i)
+		}
+	}
+}
+
+// Keys of names holding the separator do not collide with ids.
+func TestKeysDoNotCollide(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	p := driver.Policy{Kind: driver.SlidingWindow, Limit: 1, Window: time.Minute}
+	res := make([]driver.Result, 1)
+	for _, k := range []driver.Key{{Name: "a:b"}, {Name: "a", ID: "b"}, {Name: "a%3Ab"}} {
+		if ok, err := s.Decide(bg, []driver.Check{{Key: k, Policy: p, Cost: 1}}, res); !ok || err != nil {
+			t.Fatalf("%+v: denied (%v): its key collides with an earlier one", k, err)
+		}
+	}
+}
+
+// All waiters of a store share one subscription, and a release wakes a
+// waiter long before the lease would expire.
+func TestReleaseWakesWaitersThroughOneSubscription(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	r := ratesync.NewRegistry()
+	defer r.Close()
+	if err := r.AddStore("r", s); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ConfigureLimiter("one", ratesync.Rule{Store: "r", MaxConcurrent: 1, LeaseTTL: time.Minute, Timeout: 20 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := r.Limiter("one")
+	held, err := l.Acquire(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const waiters = 5
+	got := make(chan *ratesync.Lease, waiters)
+	for range waiters {
+		go func() {
+			le, err := l.Acquire(bg)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- le
+		}()
+	}
+	channel := strings.TrimSuffix(redisstore.KeyOf(s, driver.Key{Name: "x"}, driver.Concurrency), ":{x}:cc") + ":released"
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := c.PubSubNumSub(bg, channel).Val()[channel]
+		if n == 1 {
+			break
+		}
+		if n > 1 || time.Now().After(deadline) {
+			t.Fatalf("%d subscriptions to %s, want 1", n, channel)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	held.Release(bg)
+	for i := range waiters {
+		le := <-got
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("waiter %d woke after %v: not by the release", i, d)
+		}
+		le.Release(bg)
+	}
+	t.Logf("%d waiters served one after another in %v (lease TTL 1m)", waiters, time.Since(start))
+}
