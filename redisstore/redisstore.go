@@ -65,6 +65,29 @@ var (
 	undoSrc string
 )
 
+// batchSrc runs several decisions in one script call: decide.lua's body
+// as a function, called once per decision with that decision's own KEYS
+// and ARGV. Each decision is still all-or-nothing on its own; the batch
+// only saves the per-call cost on the server. ARGV is the number of
+// decisions, then per decision its number of keys, its number of
+// arguments and the arguments; KEYS holds every decision's keys in order.
+var batchSrc = `local function decide(KEYS, ARGV)
+` + decideSrc + `
+end
+local out = {}
+local ki, ai = 1, 2
+for d = 1, tonumber(ARGV[1]) do
+  local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
+  ai = ai + 2
+  local keys, args = {}, {}
+  for j = 1, nk do keys[j] = KEYS[ki + j - 1] end
+  for j = 1, na do args[j] = ARGV[ai + j - 1] end
+  ki, ai = ki + nk, ai + na
+  out[d] = decide(keys, args)
+end
+return out
+`
+
 // Store is a [driver.Store] on Redis. It is safe for concurrent use.
 type Store struct {
 	c       Client
@@ -74,11 +97,14 @@ type Store struct {
 	sharded bool // Cluster or Ring: keys with different hash tags may live apart
 
 	decide, release, extend, undo script
+	batch                         script // many decisions in one call: see batchSrc
 
 	clock func() time.Time // tests only; nil reads TIME on the server
 
-	workers  int
-	maxBatch int
+	workers   int
+	maxBatch  int
+	directMax int          // calls sent directly before batching starts
+	direct    atomic.Int32 // calls being sent directly
 	queue    chan *call
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -102,12 +128,14 @@ type Option func(*Store)
 // cost of spreading no load.
 func WithKeyPrefix(p string) Option { return func(s *Store) { s.prefix = p } }
 
-// WithBatching sets how decisions are pipelined: up to workers pipelines
-// in flight, each of up to maxBatch decisions. A decision is sent at once
-// when a worker is idle, so batching adds no wait; it only groups the
-// decisions that queue up while every worker is busy. The defaults are 4
-// workers per CPU (at least 8) and 256 decisions. maxBatch 1 sends every
-// decision on its own.
+// WithBatching sets how decisions are batched: up to workers calls in
+// flight, each carrying up to maxBatch decisions. A decision is sent at
+// once from the caller's goroutine while fewer than two are in flight, so
+// batching adds no wait at low concurrency; under load, the decisions that
+// queue up while the workers are busy go together in one batch script call
+// (or one pipeline on Cluster), each decision still all-or-nothing on its
+// own. The defaults are 2 workers per CPU (at least 4) and 256 decisions;
+// maxBatch 1 sends every decision in a call of its own.
 func WithBatching(workers, maxBatch int) Option {
 	return func(s *Store) {
 		if workers > 0 {
@@ -132,8 +160,9 @@ func New(c Client, opts ...Option) (*Store, error) {
 		return nil, errors.New("ratesync/redisstore: New: client is nil")
 	}
 	s := &Store{c: c, prefix: DefaultKeyPrefix, stop: make(chan struct{})}
-	s.workers = max(8, 4*runtime.GOMAXPROCS(0))
+	s.workers = max(4, 2*runtime.GOMAXPROCS(0))
 	s.maxBatch = 256
+	s.directMax = 2
 	for _, o := range opts {
 		o(s)
 	}
@@ -146,6 +175,7 @@ func New(c Client, opts ...Option) (*Store, error) {
 	}
 	s.channel = s.prefix + ":released"
 	s.decide = newScript(decideSrc)
+	s.batch = newScript(batchSrc)
 	s.release = newScript(releaseSrc)
 	s.extend = newScript(extendSrc)
 	s.undo = newScript(undoSrc)
@@ -247,6 +277,14 @@ var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}
 // taken the call, do waits for its reply even if ctx ends, so that nothing
 // the script admitted is lost.
 func (s *Store) do(ctx context.Context, sc *script, keys []string, args []any) (any, error) {
+	if s.direct.Add(1) <= int32(s.directMax) {
+		// Few calls in flight: send this one from the caller's goroutine,
+		// without a hand-off. The reply is awaited even if ctx ends.
+		reply, err := sc.run(context.WithoutCancel(ctx), s.c, keys, args)
+		s.direct.Add(-1)
+		return reply, err
+	}
+	s.direct.Add(-1)
 	c := callPool.Get().(*call)
 	c.sc, c.keys, c.args, c.reply, c.err = sc, keys, args, nil, nil
 	c.state.Store(queued)
@@ -326,6 +364,9 @@ func (s *Store) exec(calls []*call, cmds []*redis.Cmd) []*redis.Cmd {
 		c.reply, c.err = c.sc.run(ctx, s.c, c.keys, c.args)
 		return cmds
 	}
+	if !s.sharded && s.execBatch(ctx, calls) {
+		return cmds
+	}
 	for _, c := range calls {
 		if err := c.sc.load(ctx, s.c); err != nil {
 			c.err = err
@@ -352,6 +393,54 @@ func (s *Store) exec(calls []*call, cmds []*redis.Cmd) []*redis.Cmd {
 	}
 	clear(cmds)
 	return cmds[:0]
+}
+
+// execBatch runs the decide calls among calls as one batch script call
+// and reports whether it did; the other calls (releases, extends) are left
+// for the pipeline. It runs only when at least two decisions are waiting.
+func (s *Store) execBatch(ctx context.Context, calls []*call) bool {
+	n, nk, na := 0, 0, 1
+	for _, c := range calls {
+		if c.sc == &s.decide {
+			n++
+			nk += len(c.keys)
+			na += 2 + len(c.args)
+		}
+	}
+	if n < 2 || n != len(calls) {
+		return false
+	}
+	keys := make([]string, 0, nk)
+	args := make([]any, 1, na)
+	args[0] = n
+	for _, c := range calls {
+		keys = append(keys, c.keys...)
+		args = append(args, len(c.keys), len(c.args))
+		args = append(args, c.args...)
+	}
+	reply, err := s.batch.run(ctx, s.c, keys, args)
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		return false // a script error: one call each, so only its own decision fails
+	}
+	if err != nil {
+		for _, c := range calls {
+			c.err = err
+		}
+		return true
+	}
+	vals, ok := reply.([]any)
+	if !ok || len(vals) != n {
+		err := fmt.Errorf("ratesync/redisstore: batch script returned %d replies for %d decisions", len(vals), n)
+		for _, c := range calls {
+			c.err = err
+		}
+		return true
+	}
+	for i, c := range calls {
+		c.reply = vals[i]
+	}
+	return true
 }
 
 // script is a Lua script run with EVALSHA, loaded once and reloaded with
@@ -738,7 +827,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.c.Ping(ctx).Err(); err != nil {
 		return err
 	}
-	for _, sc := range []*script{&s.decide, &s.release, &s.extend, &s.undo} {
+	for _, sc := range []*script{&s.decide, &s.batch, &s.release, &s.extend, &s.undo} {
 		if err := sc.load(ctx, s.c); err != nil {
 			return err
 		}
