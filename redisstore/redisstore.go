@@ -105,9 +105,9 @@ type Store struct {
 	maxBatch  int
 	directMax int          // calls sent directly before batching starts
 	direct    atomic.Int32 // calls being sent directly
-	queue    chan *call
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	queue     chan *call
+	stop      chan struct{}
+	wg        sync.WaitGroup
 
 	closeOnce sync.Once
 	closed    atomic.Bool
