@@ -1,0 +1,239 @@
+// Package httplimit is net/http middleware for ratesync limiters, in the
+// standard library's shape (func(http.Handler) http.Handler), with no
+// router dependency.
+//
+//	api, _ := reg.Limiter("api")
+//	mux.Handle("GET /items", httplimit.New(api, httplimit.ClientIP())(items))
+//
+// Every limited response carries the IETF RateLimit-Policy and RateLimit
+// fields (draft-ietf-httpapi-ratelimit-headers-10), and optionally the
+// legacy X-RateLimit-* trio. A denied request gets 429 with Retry-After
+// (whole seconds, rounded up), Cache-Control: no-store and an RFC 9457
+// application/problem+json body. Values come from the store's decision.
+//
+// Token-bucket and sliding-window rules decide once; a concurrency rule
+// holds its lease for the handler's duration and releases it when the
+// handler returns or panics. With Wait, a request waits up to the rule's
+// timeout before it is denied. Store errors follow the rule's failure
+// policy: fail open by default, fail_closed answers 503.
+package httplimit
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/rate-sync/ratesync-go"
+)
+
+// Denial describes a denied request, for a DeniedHandler.
+type Denial struct {
+	// Decision is the store's decision (for a composite, the decision of
+	// the part that denied).
+	Decision ratesync.Decision
+	// Policies names the violated policies.
+	Policies []string
+	// RetryAfter is Decision.RetryAfter rounded up to whole seconds (at
+	// least 1), as sent in Retry-After.
+	RetryAfter int64
+}
+
+// Option configures a middleware.
+type Option func(*config)
+
+type config struct {
+	wait       bool
+	legacy     bool
+	noHeaders  bool
+	policyName string
+	include    []string
+	exclude    []string
+	denied     func(http.ResponseWriter, *http.Request, Denial)
+	failed     func(http.ResponseWriter, *http.Request, error)
+	keyError   func(http.ResponseWriter, *http.Request, error)
+}
+
+// Wait makes a denied request wait (up to the rule's timeout, bounded by
+// the request's context) before it is answered 429: for concurrency rules,
+// until a slot frees; for rate rules, exactly the retry-after.
+func Wait() Option { return func(c *config) { c.wait = true } }
+
+// LegacyHeaders adds X-RateLimit-Limit, X-RateLimit-Remaining and
+// X-RateLimit-Reset to the IETF fields.
+func LegacyHeaders() Option { return func(c *config) { c.legacy = true } }
+
+// NoHeaders leaves out the rate limit fields on admitted responses (a 429
+// still carries them).
+func NoHeaders() Option { return func(c *config) { c.noHeaders = true } }
+
+// PolicyName names the policy in the headers and problem bodies (default:
+// the limiter's name).
+func PolicyName(name string) Option { return func(c *config) { c.policyName = name } }
+
+// Include limits only the requests whose path matches one of the patterns;
+// Exclude lets through, unlimited, the requests whose path matches one. A
+// pattern ending in "/" matches the subtree ("/api/"), a pattern with * ?
+// or [ is a path.Match glob ("/static/*.css"), any other matches exactly.
+// Exclude wins.
+func Include(patterns ...string) Option {
+	return func(c *config) { c.include = append(c.include, patterns...) }
+}
+
+// Exclude: see Include.
+func Exclude(patterns ...string) Option {
+	return func(c *config) { c.exclude = append(c.exclude, patterns...) }
+}
+
+// OnDenied replaces the 429 response. The RateLimit fields and
+// Retry-After are already set when it runs.
+func OnDenied(h func(http.ResponseWriter, *http.Request, Denial)) Option {
+	return func(c *config) { c.denied = h }
+}
+
+// OnError replaces the response to a store error under a fail_closed rule
+// (503 by default).
+func OnError(h func(http.ResponseWriter, *http.Request, error)) Option {
+	return func(c *config) { c.failed = h }
+}
+
+// OnKeyError replaces the response to a request the key function cannot
+// identify (400 by default).
+func OnKeyError(h func(http.ResponseWriter, *http.Request, error)) Option {
+	return func(c *config) { c.keyError = h }
+}
+
+func newConfig(opts []Option) *config {
+	c := &config{denied: DefaultDenied, failed: DefaultError, keyError: DefaultKeyError}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+func (c *config) applies(p string) bool {
+	for _, pat := range c.exclude {
+		if matchPath(pat, p) {
+			return false
+		}
+	}
+	if len(c.include) == 0 {
+		return true
+	}
+	for _, pat := range c.include {
+		if matchPath(pat, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func matchPath(pattern, p string) bool {
+	switch {
+	case strings.ContainsAny(pattern, "*?["):
+		ok, _ := path.Match(pattern, p)
+		return ok
+	case strings.HasSuffix(pattern, "/"):
+		return strings.HasPrefix(p, pattern) || p+"/" == pattern
+	}
+	return p == pattern
+}
+
+// New returns middleware that limits requests with l, per key.
+func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) http.Handler {
+	c := newConfig(opts)
+	name := c.policyName
+	if name == "" {
+		name = l.Name()
+	}
+	pol := describe(name, l.Rule())
+	policyHeader := pol.header()
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !c.applies(r.URL.Path) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			id, err := key(r)
+			if err != nil {
+				c.keyError(w, r, err)
+				return
+			}
+			kl := l.For(id)
+			var d ratesync.Decision
+			if c.wait {
+				d, err = acquire(r.Context(), kl)
+			} else {
+				d, err = kl.Try(r.Context())
+			}
+			if err != nil && !errors.Is(err, ratesync.ErrTimeout) {
+				c.failed(w, r, err)
+				return
+			}
+			h := w.Header()
+			if !d.Allowed {
+				pol.set(h, policyHeader, d, c.legacy)
+				deny(w, r, c, d, []string{name})
+				return
+			}
+			if !c.noHeaders && !d.FailedOpen {
+				pol.set(h, policyHeader, d, c.legacy)
+			}
+			defer d.Lease.Release(context.WithoutCancel(r.Context()))
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// acquire waits for l like Limiter.Acquire and returns the decision that
+// admitted the request, or the last denial when the wait budget ran out.
+func acquire(ctx context.Context, l *ratesync.Limiter) (ratesync.Decision, error) {
+	d, err := l.Try(ctx)
+	if err != nil || d.Allowed || (l.Rule().Timeout <= 0 && !hasDeadline(ctx)) {
+		return d, err
+	}
+	lease, err := l.Acquire(ctx)
+	if err != nil {
+		if errors.Is(err, ratesync.ErrTimeout) {
+			var te *ratesync.TimeoutError
+			if errors.As(err, &te) && te.RetryAfter > 0 {
+				d.RetryAfter = te.RetryAfter
+			}
+			return d, nil // denied: answered 429 with the first decision's values
+		}
+		return d, err
+	}
+	// Admitted after waiting: report the state after this admission.
+	st, serr := l.State(ctx)
+	out := ratesync.Decision{Allowed: true, Limit: d.Limit, Remaining: d.Remaining, Limiter: d.Limiter, Lease: lease}
+	if serr == nil {
+		out.Remaining, out.ResetAfter = st.Remaining, max(time.Until(st.ResetAt), 0)
+	}
+	return out, nil
+}
+
+func hasDeadline(ctx context.Context) bool {
+	_, ok := ctx.Deadline()
+	return ok
+}
+
+func deny(w http.ResponseWriter, r *http.Request, c *config, d ratesync.Decision, policies []string) {
+	secs := retrySeconds(d.RetryAfter)
+	h := w.Header()
+	h.Set("Retry-After", itoa(secs))
+	h.Set("Cache-Control", "no-store")
+	c.denied(w, r, Denial{Decision: d, Policies: policies, RetryAfter: secs})
+}
+
+// retrySeconds rounds a retry-after up to whole seconds, at least 1 and at
+// most a day (a check that can never pass reports the longest duration).
+func retrySeconds(d time.Duration) int64 {
+	const day = 86400
+	if d <= 0 {
+		return 1
+	}
+	s := int64((d + time.Second - 1) / time.Second)
+	return min(max(s, 1), day)
+}
