@@ -49,7 +49,7 @@ func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part,
 	if err != nil {
 		return nil, err
 	}
-	policyHeader := hdr.String()
+	policyHeader := []string{hdr.String()}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !c.applies(r.URL.Path) {
@@ -87,15 +87,17 @@ func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part,
 			if !c.noHeaders && !res.MostRestrictive.FailedOpen && res.Results != nil {
 				setComposite(h, policyHeader, parts, pols, res, c.legacy)
 			}
-			defer res.Lease.Release(context.WithoutCancel(r.Context()))
+			if res.Lease.Held() {
+				defer res.Lease.Release(context.WithoutCancel(r.Context()))
+			}
 			next.ServeHTTP(w, r)
 		})
 	}, nil
 }
 
 // setComposite writes one RateLimit item per part.
-func setComposite(h http.Header, policyHeader string, parts []Part, pols map[string]policy, res ratesync.CompositeResult, legacy bool) {
-	h.Set("RateLimit-Policy", policyHeader)
+func setComposite(h http.Header, policyHeader []string, parts []Part, pols map[string]policy, res ratesync.CompositeResult, legacy bool) {
+	h[hdrPolicy] = policyHeader
 	var items []string
 	for _, p := range parts {
 		d, ok := res.Results[p.Name]
@@ -103,13 +105,13 @@ func setComposite(h http.Header, policyHeader string, parts []Part, pols map[str
 			continue
 		}
 		tmp := http.Header{}
-		pols[p.Name].set(tmp, "", d, false)
+		pols[p.Name].set(tmp, nil, d, false)
 		items = append(items, tmp.Get("RateLimit"))
 	}
 	h.Set("RateLimit", strings.Join(items, ", "))
 	if legacy {
 		tmp := http.Header{}
-		pols[res.MostRestrictive.Limiter].set(tmp, "", res.MostRestrictive, true)
+		pols[res.MostRestrictive.Limiter].set(tmp, nil, res.MostRestrictive, true)
 		for _, k := range []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} {
 			h.Set(k, tmp.Get(k))
 		}

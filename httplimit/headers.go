@@ -14,6 +14,7 @@ import (
 // policy is how one rule is advertised in RateLimit-Policy.
 type policy struct {
 	name   string
+	quoted string // name as a structured-field string
 	quota  int64
 	window int64  // seconds; 0 for a concurrency quota
 	unit   string // "" for requests
@@ -29,7 +30,7 @@ type policy struct {
 //     least the burst;
 //   - concurrency alone: q = max_concurrent, qu = "concurrent-requests".
 func describe(name string, r ratesync.Rule) policy {
-	p := policy{name: name}
+	p := policy{name: name, quoted: strconv.Quote(name)}
 	switch {
 	case r.Algorithm == ratesync.SlidingWindow:
 		p.quota = int64(r.Limit)
@@ -51,7 +52,7 @@ func describe(name string, r ratesync.Rule) policy {
 
 // item writes one RateLimit-Policy item.
 func (p policy) item(b *strings.Builder) {
-	b.WriteString(strconv.Quote(p.name))
+	b.WriteString(p.quoted)
 	b.WriteString(";q=")
 	b.WriteString(strconv.FormatInt(p.quota, 10))
 	if p.unit != "" {
@@ -77,23 +78,35 @@ func (p policy) header() string {
 // set writes the RateLimit-Policy and RateLimit fields (and the legacy
 // trio) for decision d. t is the seconds until more quota is available:
 // the retry-after of a denial, else the time until the quota is full again.
-func (p policy) set(h http.Header, policyHeader string, d ratesync.Decision, legacy bool) {
-	h.Set("RateLimit-Policy", policyHeader)
+// policyHeader is shared by every response of a middleware (the header map
+// takes it as is: no copy, no canonicalisation per request).
+func (p policy) set(h http.Header, policyHeader []string, d ratesync.Decision, legacy bool) {
+	h[hdrPolicy] = policyHeader
 	t := ceilSeconds(d.ResetAfter)
 	if !d.Allowed {
 		t = retrySeconds(d.RetryAfter)
 	}
-	v := strconv.Quote(p.name) + ";r=" + strconv.Itoa(max(d.Remaining, 0))
+	var buf [64]byte
+	b := append(buf[:0], p.quoted...)
+	b = append(b, ";r="...)
+	b = strconv.AppendInt(b, int64(max(d.Remaining, 0)), 10)
 	if t > 0 {
-		v += ";t=" + strconv.FormatInt(t, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, t, 10)
 	}
-	h.Set("RateLimit", v)
+	h[hdrRateLimit] = []string{string(b)}
 	if legacy {
 		h.Set("X-RateLimit-Limit", strconv.Itoa(d.Limit))
 		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
 		h.Set("X-RateLimit-Reset", strconv.FormatInt(t, 10))
 	}
 }
+
+// The canonical forms of the field names (what http.Header.Set would use).
+var (
+	hdrPolicy    = http.CanonicalHeaderKey("RateLimit-Policy")
+	hdrRateLimit = http.CanonicalHeaderKey("RateLimit")
+)
 
 func ceilSeconds(d time.Duration) int64 {
 	if d <= 0 {

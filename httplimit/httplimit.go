@@ -149,7 +149,7 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 		name = l.Name()
 	}
 	pol := describe(name, l.Rule())
-	policyHeader := pol.header()
+	policyHeader := []string{pol.header()}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !c.applies(r.URL.Path) {
@@ -181,7 +181,9 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 			if !c.noHeaders && !d.FailedOpen {
 				pol.set(h, policyHeader, d, c.legacy)
 			}
-			defer d.Lease.Release(context.WithoutCancel(r.Context()))
+			if d.Lease.Held() {
+				defer d.Lease.Release(context.WithoutCancel(r.Context()))
+			}
 			next.ServeHTTP(w, r)
 		})
 	}

@@ -81,7 +81,7 @@ func ClientIP(opts ...IPOption) KeyFunc {
 			return "", fmt.Errorf("%w: peer address %q: %v", ErrNoKey, r.RemoteAddr, err)
 		}
 		if len(o.trusted) == 0 || !trusted(peer) {
-			return peer.String(), nil
+			return addrString(peer, r.RemoteAddr), nil
 		}
 		hops := forwardedFor(r.Header)
 		for i := len(hops) - 1; i >= 0; i-- {
@@ -107,6 +107,18 @@ func ClientIP(opts ...IPOption) KeyFunc {
 		}
 		return peer.String(), nil
 	}
+}
+
+// addrString returns a's canonical text, reusing the host part of remote
+// when it already is (an IPv4 peer: netip parses only canonical dotted
+// quads), to save an allocation per request.
+func addrString(a netip.Addr, remote string) string {
+	if a.Is4() {
+		if h, _, err := net.SplitHostPort(remote); err == nil && !strings.Contains(h, ":") {
+			return h
+		}
+	}
+	return a.String()
 }
 
 func parseAddr(remote string) (netip.Addr, error) {
