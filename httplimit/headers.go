@@ -83,7 +83,9 @@ func (p policy) header() string {
 func (p policy) set(h http.Header, policyHeader []string, d ratesync.Decision, legacy bool) {
 	h[hdrPolicy] = policyHeader
 	t := ceilSeconds(d.ResetAfter)
-	if !d.Allowed {
+	if !d.Allowed && d.RetryAfter > 0 {
+		// Denied by this policy (a composite part that would pass alone
+		// has no retry and reports its reset).
 		t = retrySeconds(d.RetryAfter)
 	}
 	var buf [64]byte
