@@ -591,6 +591,7 @@ func (s *suite) hammerConcurrency(t *testing.T) {
 	r := s.registry(t, st, map[string]ratesync.Rule{"upload": {MaxConcurrent: 5, Timeout: time.Minute}})
 	var live, peak, done atomic.Int64
 	var errs atomic.Int64
+	var firstErr atomic.Value
 	tasks := s.n(50)
 	hammer(tasks, func(int) {
 		err := r.Do(ctx, "upload", func(context.Context) error {
@@ -608,10 +609,11 @@ func (s *suite) hammerConcurrency(t *testing.T) {
 		})
 		if err != nil {
 			errs.Add(1)
+			firstErr.CompareAndSwap(nil, err)
 		}
 	})
 	if errs.Load() != 0 || done.Load() != int64(tasks) {
-		t.Fatalf("%d of %d tasks ran, %d errors", done.Load(), tasks, errs.Load())
+		t.Fatalf("%d of %d tasks ran, %d errors, the first: %v", done.Load(), tasks, errs.Load(), firstErr.Load())
 	}
 	if peak.Load() > 5 {
 		t.Fatalf("peak live holders %d > max_concurrent 5", peak.Load())

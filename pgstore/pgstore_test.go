@@ -1,0 +1,233 @@
+package pgstore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/rate-sync/ratesync-go/internal/testenv"
+	"github.com/rate-sync/ratesync-go/pgstore"
+	"github.com/rate-sync/ratesync-go/storetest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
+		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).triggerHealthCheck.func1"),
+	)
+}
+
+var bg = context.Background()
+
+// queryCounter counts the statements sent on a pool.
+type queryCounter struct{ n atomic.Int64 }
+
+func (q *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if !strings.HasPrefix(d.SQL, "LISTEN") { // the release listener's own connection
+		q.n.Add(1)
+	}
+	return ctx
+}
+func (q *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func pool(t testing.TB, tracer pgx.QueryTracer) *pgxpool.Pool {
+	t.Helper()
+	url := testenv.PostgresURL(t)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 40
+	if tracer != nil {
+		cfg.ConnConfig.Tracer = tracer
+	}
+	p, err := pgxpool.NewWithConfig(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func randomSchema() string {
+	var b [5]byte
+	rand.Read(b[:])
+	return "rstest_" + hex.EncodeToString(b[:])
+}
+
+// store returns a store in a schema of its own, dropped when the test ends.
+func store(t testing.TB, p *pgxpool.Pool, opts ...pgstore.Option) *pgstore.Store {
+	t.Helper()
+	schema := randomSchema()
+	s, err := pgstore.New(p, append([]pgstore.Option{pgstore.WithSchema(schema)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Close()
+		if _, err := p.Exec(bg, "DROP SCHEMA IF EXISTS "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema: %v", err)
+		}
+	})
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	p := pool(t, nil)
+	storetest.Run(t, storetest.Options{
+		New: func(t *testing.T) driver.Store { return store(t, p) },
+		NewWithClock: func(t *testing.T, now func() time.Time) driver.Store {
+			return store(t, p, pgstore.WithClock(now))
+		},
+		// One hot row serialises its decisions on the row lock (each holds
+		// it until its commit), so the hammer tests run smaller here.
+		Scale: 0.25,
+	})
+}
+
+// Every decision is one statement, whatever it combines.
+func TestOneRoundTripPerDecision(t *testing.T) {
+	var qc queryCounter
+	p := pool(t, &qc)
+	s := store(t, p)
+	if err := s.Ping(bg); err != nil { // creates the schema
+		t.Fatal(err)
+	}
+	r := ratesync.NewRegistry()
+	defer r.Close()
+	r.AddStore("pg", s)
+	for name, rule := range map[string]ratesync.Rule{
+		"bucket":   {RatePerSecond: 1000, Burst: 1000},
+		"combined": {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute, MaxConcurrent: 1000},
+		"ip":       {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute},
+		"account":  {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute},
+	} {
+		rule.Store = "pg"
+		if err := r.ConfigureLimiter(name, rule); err != nil {
+			t.Fatal(err)
+		}
+	}
+	comp, _ := r.Composite(map[string]string{"ip": "ip", "account": "account"}, ratesync.AllMustPass)
+	bucket, _ := r.Limiter("bucket")
+	combined, _ := r.GetOrClone("combined", "u1")
+	for name, run := range map[string]func() error{
+		"token bucket": func() error { _, err := bucket.Try(bg); return err },
+		"window+lease": func() error {
+			d, err := combined.Try(bg)
+			if err == nil {
+				qc.n.Add(-1) // the release below is its own statement
+				d.Lease.Release(bg)
+			}
+			return err
+		},
+		"composite": func() error {
+			_, err := comp.Check(bg, map[string]string{"ip": "10.0.0.1", "account": "bob"})
+			return err
+		},
+	} {
+		before := qc.n.Load()
+		for range 20 {
+			if err := run(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := qc.n.Load() - before; got != 20 {
+			t.Errorf("%s: %d statements for 20 decisions, want 20", name, got)
+		} else {
+			t.Logf("%s: 20 decisions, 20 statements", name)
+		}
+	}
+}
+
+// Many processes' stores can create the schema at once.
+func TestConcurrentMigrations(t *testing.T) {
+	p := pool(t, nil)
+	schema := randomSchema()
+	t.Cleanup(func() { p.Exec(bg, "DROP SCHEMA IF EXISTS "+schema+" CASCADE") })
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, _ := pgstore.New(p, pgstore.WithSchema(schema))
+			defer s.Close()
+			errs <- s.Migrate(bg)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var v int
+	if err := p.QueryRow(bg, "SELECT version FROM "+schema+".rate_limiter_state_version").Scan(&v); err != nil || v != pgstore.SchemaVersion {
+		t.Fatalf("version %d, %v", v, err)
+	}
+}
+
+// Without auto-create, a missing schema is a clear error.
+func TestNoAutoCreate(t *testing.T) {
+	p := pool(t, nil)
+	s := store(t, p, pgstore.WithAutoCreate(false))
+	res := make([]driver.Result, 1)
+	_, err := s.Decide(bg, []driver.Check{{Key: driver.Key{Name: "x"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 1}, Cost: 1}}, res)
+	if err == nil {
+		t.Fatal("decided without a schema")
+	}
+	t.Log(err)
+	if err := s.Migrate(bg); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Decide(bg, []driver.Check{{Key: driver.Key{Name: "x"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 1}, Cost: 1}}, res); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+}
+
+// Idle rows are swept; rows in use are not.
+func TestSweep(t *testing.T) {
+	p := pool(t, nil)
+	schema := randomSchema()
+	s := store(t, p, pgstore.WithSchema(schema))
+	res := make([]driver.Result, 1)
+	short := driver.Check{Key: driver.Key{Name: "short"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 5, Window: 50 * time.Millisecond}, Cost: 1}
+	long := driver.Check{Key: driver.Key{Name: "long"}, Policy: driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 5, LeaseTTL: time.Hour}, Cost: 1}
+	for _, c := range []driver.Check{short, long} {
+		if ok, err := s.Decide(bg, []driver.Check{c}, res); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := s.Sweep(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the idle window row was not swept")
+		}
+		time.Sleep(20 * time.Millisecond) // let the 50ms window pass
+	}
+	var rows int
+	p.QueryRow(bg, "SELECT count(*) FROM "+schema+".rate_limiter_state").Scan(&rows)
+	if rows != 1 {
+		t.Fatalf("%d rows left, want the held lease's row", rows)
+	}
+}
+
