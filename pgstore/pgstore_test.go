@@ -230,4 +230,3 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("%d rows left, want the held lease's row", rows)
 	}
 }
-
