@@ -112,9 +112,12 @@ var redisLibraries = []struct {
 // benchConcurrent runs b.N decisions from c goroutines on keys spread over
 // redisKeys keys and reports decisions/s and the p50 and p99 latency of
 // one decision.
-func benchConcurrent(b *testing.B, d decider, c int) {
+func benchConcurrent(b *testing.B, d decider, c int) { benchConcurrentN(b, d, c, redisKeys) }
+
+// benchConcurrentN is benchConcurrent on nkeys keys.
+func benchConcurrentN(b *testing.B, d decider, c, nkeys int) {
 	ctx := context.Background()
-	for i := range redisKeys { // first use creates the key: measure steady state
+	for i := range nkeys { // first use creates the key: measure steady state
 		d(ctx, keys[i])
 	}
 	lat := make([][]time.Duration, c)
@@ -135,7 +138,7 @@ func benchConcurrent(b *testing.B, d decider, c int) {
 					break
 				}
 				t0 := time.Now()
-				if !d(ctx, keys[int(i*7919)%redisKeys]) {
+				if !d(ctx, keys[int(i*7919)%nkeys]) {
 					denied.Add(1)
 				}
 				ls = append(ls, time.Since(t0))

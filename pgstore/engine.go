@@ -93,3 +93,14 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 	s.owned = pool.Close
 	return s, nil
 }
+
+// FromConfig opens the store of a [stores.NAME] table with engine =
+// "postgres", as the engine does; `ratesync migrate` uses it. The store
+// owns its pool: Close closes it.
+func FromConfig(cfg *ratesync.StoreConfig) (*Store, error) {
+	s, err := open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return s.(*Store), nil
+}

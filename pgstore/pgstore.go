@@ -85,7 +85,7 @@ type Store struct {
 
 // queries are the statements, with the quoted object names filled in.
 type queries struct {
-	decide, release, extend, reset, resetAll, sweep string
+	decide, bucket, release, extend, reset, resetAll, sweep string
 }
 
 // Option configures a Store.
@@ -141,6 +141,7 @@ func New(pool Pool, opts ...Option) (*Store, error) {
 	T := S + "." + quote(s.table)
 	s.q = queries{
 		decide:   "SELECT " + fn("decide") + "($1, $2, $3, $4, $5, $6, $7, $8)",
+		bucket:   strings.ReplaceAll(bucketSQL, "{{T}}", T),
 		release:  "SELECT " + fn("release") + "($1, $2, $3)",
 		extend:   "SELECT " + fn("extend") + "($1, $2, $3, $4)",
 		reset:    "DELETE FROM " + T + " WHERE key = $1",
@@ -153,6 +154,26 @@ func New(pool Pool, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// bucketSQL is the fast path of a decision that is one token-bucket check
+// (the most common): a single upsert statement, with no PL/pgSQL. The
+// conflict branch runs on the locked row and records in ok whether it
+// admitted, so RETURNING gives the exact answer for both outcomes; the
+// asynchronous commit is set from inside the statement. $1 key, $2 cost
+// times interval (ns), $3 burst times interval, $4 test clock or NULL.
+const bucketSQL = `WITH c AS (
+  SELECT coalesce($4::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000) AS now,
+    set_config('synchronous_commit', 'off', true) AS cfg
+)
+INSERT INTO {{T}} AS s (key, kind, tat, expires_at, ok)
+SELECT $1, 1, c.now + $2, c.now + $2, true FROM c
+ON CONFLICT (key, kind) DO UPDATE SET
+  ok = greatest(coalesce(s.tat, 0), excluded.tat - $2) + $2 - $3 <= excluded.tat - $2,
+  tat = CASE WHEN greatest(coalesce(s.tat, 0), excluded.tat - $2) + $2 - $3 <= excluded.tat - $2
+    THEN greatest(coalesce(s.tat, 0), excluded.tat - $2) + $2 ELSE s.tat END,
+  expires_at = CASE WHEN greatest(coalesce(s.tat, 0), excluded.tat - $2) + $2 - $3 <= excluded.tat - $2
+    THEN greatest(coalesce(s.tat, 0), excluded.tat - $2) + $2 ELSE s.expires_at END
+RETURNING s.tat, s.ok, (SELECT now FROM c)`
+
 // quote returns a PostgreSQL quoted identifier.
 func quote(id string) string { return `"` + strings.ReplaceAll(id, `"`, `""`) + `"` }
 
@@ -161,7 +182,7 @@ func quote(id string) string { return `"` + strings.ReplaceAll(id, `"`, `""`) + 
 func (s *Store) MigrationSQL() string {
 	unlogged := ""
 	if s.unlogged {
-		unlogged = "UNLOGGED"
+		unlogged = "UNLOGGED "
 	}
 	r := strings.NewReplacer("{{S}}", quote(s.schema), "{{T}}", quote(s.table), "{{UNLOGGED}}", unlogged)
 	// Functions are named table_name + "_" + suffix, quoted as one identifier.
@@ -275,6 +296,9 @@ func (s *Store) run(ctx context.Context, checks []driver.Check, results []driver
 	if err := s.ready(ctx); err != nil {
 		return false, err
 	}
+	if consume && len(checks) == 1 && checks[0].Policy.Kind == driver.TokenBucket && max(checks[0].Cost, 1) <= checks[0].Policy.Burst {
+		return s.bucket(ctx, &checks[0], &results[0])
+	}
 	n := len(checks)
 	keys := make([]string, n)
 	kinds := make([]int16, n)
@@ -327,6 +351,30 @@ func (s *Store) run(ctx context.Context, checks []driver.Check, results []driver
 		results[i] = r
 	}
 	return all, nil
+}
+
+// bucket decides one token-bucket check with bucketSQL.
+func (s *Store) bucket(ctx context.Context, c *driver.Check, res *driver.Result) (bool, error) {
+	iv := int64(c.Policy.Interval())
+	cost := int64(max(c.Cost, 1))
+	capNs := int64(c.Policy.Burst) * iv
+	var tat, now int64
+	var ok bool
+	if err := s.pool.QueryRow(context.WithoutCancel(ctx), s.q.bucket, encodeKey(c.Key), cost*iv, capNs, s.now()).Scan(&tat, &ok, &now); err != nil {
+		return false, fmt.Errorf("ratesync/pgstore: decide: %w", err)
+	}
+	d := max(tat-now, 0)
+	avail := func(d int64) int {
+		if capNs > d {
+			return int((capNs - d) / iv)
+		}
+		return 0
+	}
+	*res = driver.Result{Allowed: ok, Limit: c.Policy.Burst, Remaining: avail(d), ResetAfter: time.Duration(d)}
+	if !ok {
+		res.RetryAfter = time.Duration(d + cost*iv - capNs)
+	}
+	return ok, nil
 }
 
 // Decide implements driver.Store.

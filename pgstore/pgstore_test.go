@@ -230,3 +230,43 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("%d rows left, want the held lease's row", rows)
 	}
 }
+
+// The engine opens from TOML, shares one pool, and decides.
+func TestEngineFromTOML(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	schema := randomSchema()
+	p := pool(t, nil)
+	t.Cleanup(func() { p.Exec(bg, "DROP SCHEMA IF EXISTS "+schema+" CASCADE") })
+	cfg, err := ratesync.ParseConfig("test.toml", []byte(`
+[stores.db]
+engine = "postgres"
+url = "`+url+`"
+schema_name = "`+schema+`"
+pool_max_size = 4
+
+[limiters.api]
+store = "db"
+algorithm = "sliding_window"
+limit = 2
+window_seconds = 60
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ratesync.NewRegistry()
+	defer r.Close()
+	if err := r.ApplyConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{true, true, false} {
+		l, _ := r.GetOrClone("api", "user-7")
+		d, err := l.Try(bg)
+		if err != nil || d.Allowed != want {
+			t.Fatalf("try %d: %+v %v, want allowed=%v", i, d, err, want)
+		}
+	}
+	bad, _ := ratesync.ParseConfig("bad.toml", []byte("[stores.db]\nengine = \"postgres\"\nurl = \""+url+"\"\ntiming_margin_ms = 10.0\n"))
+	if err := ratesync.NewRegistry().ApplyConfig(bad); err == nil || !strings.Contains(err.Error(), "timing_margin_ms") {
+		t.Fatalf("timing_margin_ms: %v", err)
+	}
+}

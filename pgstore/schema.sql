@@ -1,6 +1,6 @@
 -- ratesync PostgreSQL schema, version 1. {{S}} is the quoted schema,
 -- {{T}} the quoted table, {{P}} a quoted name prefix for the other objects
--- (the table name followed by "_"), {{UNLOGGED}} "UNLOGGED" or "".
+-- (the table name followed by "_"), {{UNLOGGED}} "UNLOGGED " or "".
 --
 -- One row per (limiter key, policy kind): kind 1 token bucket (tat),
 -- 2 sliding window (entries), 3 concurrency (lease_ids/lease_exps). Times
@@ -8,7 +8,7 @@
 -- the row is equivalent to no row; the sweeper deletes rows past it.
 CREATE SCHEMA IF NOT EXISTS {{S}};
 
-CREATE {{UNLOGGED}} TABLE IF NOT EXISTS {{S}}.{{T}} (
+CREATE {{UNLOGGED}}TABLE IF NOT EXISTS {{S}}.{{T}} (
   key        text     NOT NULL,
   kind       smallint NOT NULL,
   tat        bigint,
@@ -16,13 +16,14 @@ CREATE {{UNLOGGED}} TABLE IF NOT EXISTS {{S}}.{{T}} (
   lease_ids  text[],
   lease_exps bigint[],
   expires_at bigint   NOT NULL DEFAULT 0,
+  ok         boolean,  -- the last single-bucket decision's answer (fast path)
   PRIMARY KEY (key, kind)
 ) WITH (fillfactor = 70);
 
 -- _now: the server's clock in nanoseconds (microsecond resolution), or the
 -- test clock when given.
 CREATE OR REPLACE FUNCTION {{S}}.{{P}}now(p_now bigint) RETURNS bigint
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql VOLATILE AS $$
   SELECT coalesce(p_now, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000)
 $$;
 
@@ -103,7 +104,7 @@ CREATE OR REPLACE FUNCTION {{S}}.{{P}}decide(p_consume boolean, p_token text, p_
 LANGUAGE plpgsql AS $$
 DECLARE
   n int := cardinality(p_keys);
-  now_ns bigint := {{S}}.{{P}}now(p_now);
+  now_ns bigint := coalesce(p_now, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000);
   r bigint[]; out_ bigint[] := ARRAY[1]::bigint[]; i int; allowed boolean := true;
 BEGIN
   IF NOT p_consume THEN
@@ -183,7 +184,8 @@ END $$;
 -- _extend moves a live lease's expiry to now + ttl.
 CREATE OR REPLACE FUNCTION {{S}}.{{P}}extend(p_key text, p_lease text, p_ttl bigint, p_now bigint) RETURNS boolean
 LANGUAGE plpgsql AS $$
-DECLARE v_ids text[]; v_exps bigint[]; i int; now_ns bigint := {{S}}.{{P}}now(p_now);
+DECLARE v_ids text[]; v_exps bigint[]; i int;
+  now_ns bigint := coalesce(p_now, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000);
 BEGIN
   SELECT lease_ids, lease_exps INTO v_ids, v_exps FROM {{S}}.{{T}} WHERE key = p_key AND kind = 3 FOR UPDATE;
   i := array_position(v_ids, p_lease);

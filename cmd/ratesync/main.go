@@ -3,15 +3,21 @@
 // Usage:
 //
 //	ratesync check [FILE]
+//	ratesync migrate [--print] [FILE]
 //
 // check validates a configuration (FILE, or the file the library would load:
 // $RATE_SYNC_CONFIG, ./rate-sync.toml, ./config/rate-sync.toml), opens its
 // stores without connecting, and prints its stores and limiters as a table
 // with secrets redacted. It exits with status 1 and the error when the
 // configuration is invalid.
+//
+// migrate creates or upgrades the schema of every PostgreSQL store of the
+// configuration (many processes may run it at once); with --print it
+// prints the SQL instead, for a DBA to review, and connects to nothing.
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -22,13 +28,18 @@ import (
 	"text/tabwriter"
 
 	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/pgstore"
 	_ "github.com/rate-sync/ratesync-go/redisstore"
 )
 
 const usage = `usage: ratesync check [FILE]
+       ratesync migrate [--print] [FILE]
 
-  check   validate a configuration file and print its stores and limiters
-          (FILE defaults to $RATE_SYNC_CONFIG, ./rate-sync.toml, ./config/rate-sync.toml)
+  check     validate a configuration file and print its stores and limiters
+  migrate   create or upgrade the schema of its PostgreSQL stores
+            (--print: print the SQL instead of running it)
+
+  FILE defaults to $RATE_SYNC_CONFIG, ./rate-sync.toml, ./config/rate-sync.toml
 `
 
 func main() {
@@ -59,20 +70,86 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if args[0] == "migrate" {
+		rest := args[1:]
+		print := len(rest) > 0 && rest[0] == "--print"
+		if print {
+			rest = rest[1:]
+		}
+		if len(rest) > 1 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		path := ""
+		if len(rest) == 1 {
+			path = rest[0]
+		}
+		if err := migrate(path, print, stdout); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
 	fmt.Fprintf(stderr, "ratesync: unknown command %q\n%s", args[0], usage)
 	return 2
 }
 
-func check(path string, w io.Writer) error {
-	if path == "" {
-		p, err := ratesync.FindConfig()
+func configPath(path string) (string, error) {
+	if path != "" {
+		return path, nil
+	}
+	p, err := ratesync.FindConfig()
+	if err != nil {
+		return "", err
+	}
+	if p == "" {
+		return "", fmt.Errorf("ratesync: no configuration file: name one, set %s, or create ./rate-sync.toml", ratesync.ConfigEnv)
+	}
+	return p, nil
+}
+
+// migrate runs (or prints) the migrations of every postgres store.
+func migrate(path string, print bool, w io.Writer) error {
+	path, err := configPath(path)
+	if err != nil {
+		return err
+	}
+	cfg, err := ratesync.ReadConfig(path)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, sc := range cfg.Stores {
+		if sc.Engine != "postgres" {
+			continue
+		}
+		n++
+		s, err := pgstore.FromConfig(sc)
 		if err != nil {
 			return err
 		}
-		if p == "" {
-			return fmt.Errorf("ratesync: no configuration file: name one, set %s, or create ./rate-sync.toml", ratesync.ConfigEnv)
+		if print {
+			fmt.Fprintf(w, "-- stores.%s\n%s\n", sc.Name, s.MigrationSQL())
+			s.Close()
+			continue
 		}
-		path = p
+		err = s.Migrate(context.Background())
+		s.Close()
+		if err != nil {
+			return fmt.Errorf("stores.%s: %w", sc.Name, err)
+		}
+		fmt.Fprintf(w, "stores.%s: schema at version %d\n", sc.Name, pgstore.SchemaVersion)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s: no store with engine = \"postgres\"", path)
+	}
+	return nil
+}
+
+func check(path string, w io.Writer) error {
+	path, err := configPath(path)
+	if err != nil {
+		return err
 	}
 	reg := ratesync.NewRegistry()
 	defer reg.Close()

@@ -2,10 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/rate-sync/ratesync-go/internal/testenv"
 )
 
 func TestCheck(t *testing.T) {
@@ -107,4 +114,53 @@ func TestCheckFindsDefaultFile(t *testing.T) {
 	if code := run([]string{"check"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "config/rate-sync.toml: OK") {
 		t.Fatalf("exit %d: %s %s", code, out.String(), errb.String())
 	}
+}
+
+func TestMigrate(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pg.toml")
+	schema := fmt.Sprintf("rstest_cli_%d", time.Now().UnixNano())
+	url := os.Getenv("RATESYNC_TEST_POSTGRES_URL")
+	if url == "" {
+		url = "postgres://nobody@127.0.0.1:1/none"
+	}
+	os.WriteFile(file, []byte(fmt.Sprintf(`
+[stores.db]
+engine = "postgres"
+url = %q
+schema_name = %q
+table_name = "limits"
+`, url, schema)), 0o600)
+
+	var out, errb bytes.Buffer
+	if code := run([]string{"migrate", "--print", file}, &out, &errb); code != 0 {
+		t.Fatalf("migrate --print: exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"-- stores.db", `CREATE TABLE IF NOT EXISTS "` + schema + `"."limits"`, `"` + schema + `"."limits_decide"`, `"limits_version"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("printed SQL lacks %q", want)
+		}
+	}
+	if u := testenv.PostgresURL(t); u == "" {
+		return
+	}
+	out.Reset()
+	if code := run([]string{"migrate", file}, &out, &errb); code != 0 {
+		t.Fatalf("migrate: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "stores.db: schema at version 1") {
+		t.Fatalf("migrate printed %q", out.String())
+	}
+	// Twice is fine.
+	if code := run([]string{"migrate", file}, &out, &errb); code != 0 {
+		t.Fatalf("second migrate: exit %d: %s", code, errb.String())
+	}
+	t.Cleanup(func() {
+		cfg, _ := pgxpool.ParseConfig(url)
+		p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err == nil {
+			p.Exec(context.Background(), `DROP SCHEMA IF EXISTS "`+schema+`" CASCADE`)
+			p.Close()
+		}
+	})
 }
