@@ -142,4 +142,3 @@ func BenchmarkPostgres10kKeys(b *testing.B) {
 		}
 	}
 }
-
