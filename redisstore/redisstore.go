@@ -71,6 +71,8 @@ var (
 // only saves the per-call cost on the server. ARGV is the number of
 // decisions, then per decision its number of keys, its number of
 // arguments and the arguments; KEYS holds every decision's keys in order.
+// The reply is one string, "v,v,...;v,v,...", one group per decision: a
+// single bulk reply is far cheaper to read than nested arrays.
 var batchSrc = `local function decide(KEYS, ARGV)
 ` + decideSrc + `
 end
@@ -83,9 +85,11 @@ for d = 1, tonumber(ARGV[1]) do
   for j = 1, nk do keys[j] = KEYS[ki + j - 1] end
   for j = 1, na do args[j] = ARGV[ai + j - 1] end
   ki, ai = ki + nk, ai + na
-  out[d] = decide(keys, args)
+  local r = decide(keys, args)
+  for j = 1, #r do r[j] = string.format('%d', r[j]) end
+  out[d] = table.concat(r, ',')
 end
-return out
+return table.concat(out, ';')
 `
 
 // Store is a [driver.Store] on Redis. It is safe for concurrent use.
@@ -429,18 +433,32 @@ func (s *Store) execBatch(ctx context.Context, calls []*call) bool {
 		}
 		return true
 	}
-	vals, ok := reply.([]any)
-	if !ok || len(vals) != n {
-		err := fmt.Errorf("ratesync/redisstore: batch script returned %d replies for %d decisions", len(vals), n)
-		for _, c := range calls {
-			c.err = err
-		}
-		return true
-	}
-	for i, c := range calls {
-		c.reply = vals[i]
+	str, _ := reply.(string)
+	for _, c := range calls {
+		var group string
+		group, str, _ = strings.Cut(str, ";")
+		vals, err := parseInts(group)
+		c.reply, c.err = vals, err
 	}
 	return true
+}
+
+// parseInts parses "v,v,..." into integers.
+func parseInts(s string) ([]int64, error) {
+	if s == "" {
+		return nil, errors.New("ratesync/redisstore: batch script returned too few replies")
+	}
+	out := make([]int64, 0, strings.Count(s, ",")+1)
+	for s != "" {
+		var f string
+		f, s, _ = strings.Cut(s, ",")
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("ratesync/redisstore: batch script reply %q: %w", f, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // script is a Lua script run with EVALSHA, loaded once and reloaded with
@@ -540,23 +558,33 @@ func needsToken(checks []driver.Check) bool {
 // parse stores the reply of decide.lua in results and returns whether every
 // check passed.
 func parse(reply any, checks []driver.Check, results []driver.Result, consume bool, token string) (bool, error) {
-	vals, ok := reply.([]any)
-	if !ok || len(vals) < 1 {
+	var buf [17]int64
+	var vals []int64
+	switch r := reply.(type) {
+	case []int64: // from the batch script
+		vals = r
+	case []any:
+		vals = buf[:0]
+		for _, v := range r {
+			vals = append(vals, toInt(v))
+		}
+	}
+	if len(vals) < 1 {
 		return false, fmt.Errorf("ratesync/redisstore: unexpected script reply %T", reply)
 	}
-	all := toInt(vals[0]) == 1
+	all := vals[0] == 1
 	for i := range checks {
 		base := 1 + 4*i
 		if base+3 >= len(vals) {
 			return false, fmt.Errorf("ratesync/redisstore: script reply has %d values for %d checks", len(vals), len(checks))
 		}
 		r := driver.Result{
-			Allowed:    toInt(vals[base]) == 1,
+			Allowed:    vals[base] == 1,
 			Limit:      checks[i].Policy.Capacity(),
-			Remaining:  int(toInt(vals[base+1])),
-			ResetAfter: time.Duration(toInt(vals[base+3])),
+			Remaining:  int(vals[base+1]),
+			ResetAfter: time.Duration(vals[base+3]),
 		}
-		if retry := toInt(vals[base+2]); retry < 0 {
+		if retry := vals[base+2]; retry < 0 {
 			r.RetryAfter = time.Duration(1<<63 - 1)
 		} else {
 			r.RetryAfter = time.Duration(retry)
