@@ -138,7 +138,7 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 	results := make([]driver.Result, len(checks))
 	allowed, err := h.store.Decide(ctx, checks, results)
 	if err != nil {
-		a, ferr := lims[0].storeFailure(ctx, err)
+		a, ferr := lims[0].storeFailure(ctx, checks[0].Key, 1, err)
 		res := CompositeResult{Allowed: a.d.Allowed, MostRestrictive: a.d, Lease: a.d.Lease}
 		c.observe(lims[0], res, ferr)
 		return res, ferr

@@ -47,7 +47,7 @@ type HTTPConfig struct {
 	TrustedProxyNetworks []netip.Prefix
 }
 
-var limiterKeys = []string{"store", "algorithm", "rate_per_second", "burst", "max_concurrent", "limit", "window_seconds", "timeout", "fail_closed", "lease_seconds"}
+var limiterKeys = []string{"store", "algorithm", "rate_per_second", "burst", "max_concurrent", "limit", "window_seconds", "timeout", "fail_closed", "on_store_error", "fallback_replicas", "lease_seconds"}
 
 // ReadConfig reads and parses the configuration file at path.
 func ReadConfig(path string) (*Config, error) {
@@ -204,6 +204,12 @@ func parseLimiter(file string, lines *lineIndex, raw string, v any) (LimiterConf
 			r.Timeout, err = f.seconds()
 		case "fail_closed":
 			r.FailClosed, err = f.bool()
+		case "on_store_error":
+			var v string
+			v, err = f.str()
+			r.OnStoreError = FailurePolicy(v)
+		case "fallback_replicas":
+			r.FallbackReplicas, err = f.int()
 		case "lease_seconds":
 			r.LeaseTTL, err = f.seconds()
 		default:
@@ -247,6 +253,8 @@ func isZeroNumber(key string, r Rule) bool {
 		return r.Window == 0
 	case "lease_seconds":
 		return r.LeaseTTL == 0
+	case "fallback_replicas":
+		return r.FallbackReplicas == 0
 	}
 	return false
 }

@@ -34,6 +34,9 @@ type Decision struct {
 	// FailedOpen reports that the store could not decide and the rule's
 	// failure policy allowed the request.
 	FailedOpen bool
+	// Fallback reports that the store could not decide and the rule's
+	// Local failure policy decided in process.
+	Fallback bool
 }
 
 // combine folds per-check results into one decision: allowed when all

@@ -32,6 +32,10 @@ var (
 	ErrCostTooHigh = errors.New("ratesync: cost exceeds the rule's capacity")
 	// ErrStore wraps errors from a store when the rule fails closed.
 	ErrStore = errors.New("ratesync: store error")
+	// ErrCircuitOpen is the store error while a store's circuit breaker is
+	// open: the store is not called and the rule's failure policy answers
+	// at once.
+	ErrCircuitOpen = errors.New("ratesync: store circuit breaker is open")
 	// ErrClosed means the registry was closed.
 	ErrClosed = errors.New("ratesync: registry is closed")
 )

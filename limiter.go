@@ -18,6 +18,9 @@ type ruleState struct {
 	name     string
 	rule     Rule // normalized
 	policies []driver.Policy
+	// fallback holds the policies of the Local failure policy (limits
+	// divided by FallbackReplicas); nil for other policies.
+	fallback []driver.Policy
 	rateCap  int // capacity of the rate policy; 0 without one
 	hasConc  bool
 	store    atomic.Pointer[storeHandle]
@@ -148,14 +151,33 @@ func (l *Limiter) checkCost(cost int) error {
 }
 
 // decide makes one store decision on key (the limiter's skey, which
-// callers compute once per call).
+// callers compute once per call). Store errors, and an open circuit
+// breaker, go to the rule's failure policy.
 func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt, error) {
 	rs := l.r
 	h := rs.store.Load()
-	n := len(rs.policies)
+	if !h.br.allow() {
+		return l.storeFailure(ctx, key, cost, ErrCircuitOpen)
+	}
+	a, err := l.decideOn(ctx, h, rs.policies, key, cost)
+	if err != nil && ctx.Err() == nil {
+		h.br.failure()
+		return l.storeFailure(ctx, key, cost, err)
+	}
+	if err != nil {
+		return l.storeFailure(ctx, key, cost, err)
+	}
+	h.br.success()
+	return a, nil
+}
+
+// decideOn makes one decision on store h with policies.
+func (l *Limiter) decideOn(ctx context.Context, h *storeHandle, policies []driver.Policy, key driver.Key, cost int) (attempt, error) {
+	rs := l.r
+	n := len(policies)
 	sc := scratchPool.Get().(*scratch)
 	for i := range n {
-		sc.checks[i] = driver.Check{Key: key, Policy: rs.policies[i], Cost: cost}
+		sc.checks[i] = driver.Check{Key: key, Policy: policies[i], Cost: cost}
 	}
 	allowed, err := h.store.Decide(ctx, sc.checks[:n], sc.results[:n])
 	var a attempt
@@ -174,27 +196,36 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 			}
 		} else {
 			for i := range n {
-				if !sc.results[i].Allowed && rs.policies[i].Kind != driver.Concurrency {
+				if !sc.results[i].Allowed && policies[i].Kind != driver.Concurrency {
 					a.rateRetry = max(a.rateRetry, sc.results[i].RetryAfter)
 				}
 			}
 		}
 	}
 	scratchPool.Put(sc) // keeps the last key and lease strings alive until reuse: harmless
-	if err != nil {
-		return l.storeFailure(ctx, err)
-	}
-	return a, nil
+	return a, err
 }
 
-// storeFailure applies the rule's failure policy to a store error.
-func (l *Limiter) storeFailure(ctx context.Context, err error) (attempt, error) {
+// storeFailure applies the rule's failure policy to a store error: allow
+// (FailedOpen), deny (an error matching ErrStore), or decide locally in the
+// registry's in-memory fallback store (Fallback). A lease granted locally
+// is released locally, never against the real store.
+func (l *Limiter) storeFailure(ctx context.Context, key driver.Key, cost int, err error) (attempt, error) {
 	if ctx.Err() != nil {
 		return attempt{}, fmt.Errorf("ratesync: limiter %q: %w", l.r.name, ctx.Err())
 	}
 	l.r.m.errors.Add(1)
-	if l.r.rule.FailClosed {
+	switch l.r.rule.OnStoreError {
+	case Deny:
 		return attempt{d: Decision{Limiter: l.r.name}}, fmt.Errorf("%w: limiter %q: %w", ErrStore, l.r.name, err)
+	case Local:
+		if fb := l.r.reg.fallbackStore(); fb != nil {
+			a, ferr := l.decideOn(ctx, fb, l.r.fallback, key, cost)
+			if ferr == nil {
+				a.d.Fallback = true
+				return a, nil
+			}
+		}
 	}
 	return attempt{d: Decision{Allowed: true, FailedOpen: true, Limiter: l.r.name, Lease: noLease}}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/rate-sync/ratesync-go/memstore"
 )
 
 // Registry holds named stores and limiters. Everything the package-level
@@ -26,6 +27,18 @@ type Registry struct {
 	observer Observer
 	queues   waitQueues
 	closed   bool
+
+	fbOnce sync.Once
+	fb     *storeHandle // in-memory store of the Local failure policy
+}
+
+// fallbackStore returns the registry's in-memory store for the Local
+// failure policy, creating it on first use.
+func (r *Registry) fallbackStore() *storeHandle {
+	r.fbOnce.Do(func() {
+		r.fb = &storeHandle{name: "(fallback)", engine: "memory", store: memstore.New(), owned: true}
+	})
+	return r.fb
 }
 
 // storeHandle is one configured store.
@@ -36,6 +49,7 @@ type storeHandle struct {
 	owned   bool              // opened by the registry, so closed by it
 	options map[string]string // for listing, secrets redacted
 	unsub   func()
+	br      breaker
 }
 
 // RegistryOption configures a Registry.
@@ -167,6 +181,9 @@ func listNames[V any](m map[string]V) string {
 
 func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState {
 	rs := &ruleState{name: name, rule: nr, policies: nr.policies(), reg: r}
+	if nr.OnStoreError == Local {
+		rs.fallback = nr.fallbackPolicies()
+	}
 	for _, p := range rs.policies {
 		switch p.Kind {
 		case driver.Concurrency:
@@ -297,6 +314,8 @@ type StoreInfo struct {
 	Name    string
 	Engine  string
 	Options map[string]string // values as configured, secrets redacted
+	// Breaker is the state of the store's circuit breaker.
+	Breaker BreakerState
 }
 
 // LimiterInfo describes a configured limiter.
@@ -313,7 +332,7 @@ func (r *Registry) Stores() []StoreInfo {
 	out := make([]StoreInfo, 0, len(r.stores))
 	for _, name := range slices.Sorted(maps.Keys(r.stores)) {
 		h := r.stores[name]
-		out = append(out, StoreInfo{Name: name, Engine: h.engine, Options: maps.Clone(h.options)})
+		out = append(out, StoreInfo{Name: name, Engine: h.engine, Options: maps.Clone(h.options), Breaker: h.br.state()})
 	}
 	return out
 }
@@ -346,6 +365,10 @@ func (r *Registry) Close() error {
 		if err := h.close(); err != nil {
 			errs = append(errs, fmt.Errorf("ratesync: close store %q: %w", h.name, err))
 		}
+	}
+	r.fbOnce.Do(func() {}) // no fallback store after Close
+	if r.fb != nil {
+		r.fb.close()
 	}
 	return errors.Join(errs...)
 }

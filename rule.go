@@ -57,7 +57,52 @@ type Rule struct {
 	Timeout time.Duration
 	// FailClosed makes store errors deny (return an error) instead of
 	// allowing the request (fail_closed). The default is to fail open.
+	// It is the same as OnStoreError = Deny.
 	FailClosed bool
+	// OnStoreError says what a decision does when the store fails or its
+	// circuit breaker is open (on_store_error): Allow (the default), Deny,
+	// or Local.
+	OnStoreError FailurePolicy
+	// FallbackReplicas is how many processes share the rule, for Local
+	// (fallback_replicas): each process then answers from memory with
+	// 1/FallbackReplicas of the rule's limits. Zero means 1.
+	FallbackReplicas int
+}
+
+// FailurePolicy is what a rule does when its store cannot decide.
+type FailurePolicy string
+
+const (
+	// Allow admits the request (fail open) and marks the decision
+	// FailedOpen.
+	Allow FailurePolicy = "allow"
+	// Deny returns an error matching ErrStore (fail closed).
+	Deny FailurePolicy = "deny"
+	// Local decides in process, in an in-memory limiter with the rule's
+	// limits divided by FallbackReplicas, and marks the decision Fallback.
+	Local FailurePolicy = "local"
+)
+
+// fallbackPolicies returns the rule's policies with limits divided by
+// FallbackReplicas (each at least 1), for the Local failure policy: n
+// processes answering alone then admit at most about what the rule allows
+// the fleet.
+func (r Rule) fallbackPolicies() []driver.Policy {
+	ps := r.policies()
+	n := max(r.FallbackReplicas, 1)
+	for i := range ps {
+		p := &ps[i]
+		switch p.Kind {
+		case driver.TokenBucket:
+			p.Rate /= float64(n)
+			p.Burst = max(p.Burst/n, 1)
+		case driver.SlidingWindow:
+			p.Limit = max(p.Limit/n, 1)
+		case driver.Concurrency:
+			p.MaxConcurrent = max(p.MaxConcurrent/n, 1)
+		}
+	}
+	return ps
 }
 
 // ruleErr builds a validation error for a rule field, named by its TOML key.
@@ -85,6 +130,29 @@ func (r Rule) normalize() (Rule, error) {
 		return r, ruleErr("lease_seconds", "must be > 0, got %v", r.LeaseTTL.Seconds())
 	case r.Timeout < 0:
 		return r, ruleErr("timeout", "must be >= 0, got %v", r.Timeout.Seconds())
+	}
+	switch r.OnStoreError {
+	case "":
+		r.OnStoreError = Allow
+		if r.FailClosed {
+			r.OnStoreError = Deny
+		}
+	case Allow, Local:
+		if r.FailClosed {
+			return r, ruleErr("fail_closed", "fail_closed = true means on_store_error = %q; it contradicts on_store_error = %q: keep one", Deny, r.OnStoreError)
+		}
+	case Deny:
+		r.FailClosed = true
+	default:
+		return r, ruleErr("on_store_error", "unknown policy %q: use %q, %q or %q", r.OnStoreError, Allow, Deny, Local)
+	}
+	switch {
+	case r.FallbackReplicas < 0:
+		return r, ruleErr("fallback_replicas", "must be >= 1, got %d", r.FallbackReplicas)
+	case r.FallbackReplicas > 0 && r.OnStoreError != Local:
+		return r, ruleErr("fallback_replicas", "fallback_replicas needs on_store_error = %q", Local)
+	case r.OnStoreError == Local && r.FallbackReplicas == 0:
+		r.FallbackReplicas = 1
 	}
 	windowSet := r.Limit != 0 || r.Window != 0
 	if r.Algorithm == "" {

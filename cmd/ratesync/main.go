@@ -186,9 +186,9 @@ func check(path string, w io.Writer) error {
 		if r.Timeout > 0 {
 			timeout = r.Timeout.String()
 		}
-		failure := "allow"
-		if r.FailClosed {
-			failure = "deny"
+		failure := string(r.OnStoreError)
+		if r.OnStoreError == ratesync.Local {
+			failure += "/" + strconv.Itoa(r.FallbackReplicas)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, r.Store, r.Algorithm, rate, burst, limit, window, conc, lease, timeout, failure)
 	}
