@@ -191,6 +191,7 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 
 func (c *Composite) observe(l *Limiter, res CompositeResult, err error) {
 	if obs := c.reg.observer; obs != nil {
-		obs(Event{Op: OpComposite, Limiter: l.r.name, Key: l.Key(), Decision: res.MostRestrictive, Err: err})
+		h := l.r.store.Load()
+		obs(Event{Op: OpComposite, Limiter: l.r.name, Store: h.name, Engine: h.engine, Key: l.Key(), Decision: res.MostRestrictive, Err: err})
 	}
 }

@@ -52,7 +52,16 @@ func (l *Lease) Release(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	var errs []error
 	for _, r := range l.refs {
-		if err := r.h.store.Release(ctx, r.key, r.id); err != nil {
+		so := r.rs.reg.storeObs
+		var start time.Time
+		if so != nil {
+			start = time.Now()
+		}
+		err := r.h.store.Release(ctx, r.key, r.id)
+		if so != nil {
+			so(StoreCall{Store: r.h.name, Engine: r.h.engine, Op: "release", Duration: time.Since(start), Err: err})
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("ratesync: limiter %q: release: %w", r.rs.name, err))
 		}
 		r.rs.m.leaseReleased()

@@ -157,9 +157,20 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 	rs := l.r
 	h := rs.store.Load()
 	if !h.br.allow() {
+		if so := rs.reg.storeObs; so != nil {
+			so(StoreCall{Store: h.name, Engine: h.engine, Op: "decide", Err: ErrCircuitOpen})
+		}
 		return l.storeFailure(ctx, key, cost, ErrCircuitOpen)
 	}
+	var start time.Time
+	so := rs.reg.storeObs
+	if so != nil {
+		start = time.Now()
+	}
 	a, err := l.decideOn(ctx, h, rs.policies, key, cost)
+	if so != nil {
+		so(StoreCall{Store: h.name, Engine: h.engine, Op: "decide", Duration: time.Since(start), Err: err})
+	}
 	if err != nil && ctx.Err() == nil {
 		h.br.failure()
 		return l.storeFailure(ctx, key, cost, err)
@@ -232,7 +243,8 @@ func (l *Limiter) storeFailure(ctx context.Context, key driver.Key, cost int, er
 
 func (l *Limiter) observe(op Op, d Decision, wait time.Duration, err error) {
 	if obs := l.r.reg.observer; obs != nil {
-		obs(Event{Op: op, Limiter: l.r.name, Key: l.Key(), Decision: d, Wait: wait, Err: err})
+		h := l.r.store.Load()
+		obs(Event{Op: op, Limiter: l.r.name, Store: h.name, Engine: h.engine, Key: l.Key(), Decision: d, Wait: wait, Err: err})
 	}
 }
 

@@ -91,11 +91,26 @@ const (
 type Event struct {
 	Op       Op
 	Limiter  string // rule name (never the per-key identifier)
+	Store    string // the rule's store name
+	Engine   string // the store's engine ("memory", "redis", "postgres", or the Go type of a store added in code)
 	Key      string // store key, including escaped identifiers
 	Decision Decision
 	Wait     time.Duration // time Acquire waited (zero for Try)
 	Err      error         // store error or timeout, if any
 }
+
+// StoreCall describes one call to a store, for a StoreObserver.
+type StoreCall struct {
+	Store    string // store name
+	Engine   string
+	Op       string // "decide" or "release"
+	Duration time.Duration
+	Err      error // the store's error; ErrCircuitOpen when the breaker kept the call from the store
+}
+
+// StoreObserver receives one StoreCall per store call made for a decision
+// or a release. It runs on the caller's goroutine and must not block.
+type StoreObserver func(StoreCall)
 
 // Observer receives one Event per decision: each Try, each Acquire (once,
 // when it returns), each composite check. It runs on the caller's goroutine

@@ -25,6 +25,7 @@ type Registry struct {
 	rules    map[string]*ruleState
 	http     HTTPConfig
 	observer Observer
+	storeObs StoreObserver
 	queues   waitQueues
 	closed   bool
 
@@ -54,6 +55,24 @@ type storeHandle struct {
 
 // RegistryOption configures a Registry.
 type RegistryOption func(*Registry)
+
+// WithStoreObserver sets a function that receives one StoreCall per store
+// call (with its latency), for store metrics.
+func WithStoreObserver(fn StoreObserver) RegistryOption {
+	return func(r *Registry) { r.storeObs = fn }
+}
+
+// BreakerStates returns the state of each store's circuit breaker, by
+// store name.
+func (r *Registry) BreakerStates() map[string]BreakerState {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make(map[string]BreakerState, len(r.stores))
+	for name, h := range r.stores {
+		out[name] = h.br.state()
+	}
+	return out
+}
 
 // WithObserver sets a function that receives one Event per decision.
 func WithObserver(fn Observer) RegistryOption {
