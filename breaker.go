@@ -37,19 +37,27 @@ func (b *breaker) allow() bool {
 	return b.probing.CompareAndSwap(false, true) // half-open: one probe at a time
 }
 
-func (b *breaker) success() {
+// success records a good call and reports whether it closed an open
+// breaker.
+func (b *breaker) success() (closed bool) {
 	if b.failures.Load() != 0 || b.openUntil.Load() != 0 {
 		b.failures.Store(0)
-		b.openUntil.Store(0)
+		closed = b.openUntil.Swap(0) != 0
 		b.probing.Store(false)
 	}
+	return closed
 }
 
-func (b *breaker) failure() {
-	if b.failures.Add(1) >= BreakerThreshold || b.probing.Load() {
-		b.openUntil.Store(time.Now().Add(BreakerCooldown).UnixNano())
+// failure records a failed call and reports whether the breaker opened
+// (from closed) because of it.
+func (b *breaker) failure() (opened bool) {
+	n := b.failures.Add(1)
+	if n >= BreakerThreshold || b.probing.Load() {
+		was := b.openUntil.Swap(time.Now().Add(BreakerCooldown).UnixNano())
 		b.probing.Store(false)
+		return was == 0
 	}
+	return false
 }
 
 // BreakerState is the state of a store's circuit breaker.

@@ -218,6 +218,21 @@ func (c *StoreConfig) redacted() map[string]string {
 
 // redactURL hides the password of a URL (and of each URL in a comma
 // separated list).
+// redactErr returns err's message with passwords in URLs removed, for
+// logs.
+func redactErr(err error) string {
+	msg := err.Error()
+	for _, f := range strings.Fields(msg) {
+		f = strings.Trim(f, "\"'`()[],;")
+		if strings.Contains(f, "://") && strings.Contains(f, "@") {
+			if r := redactURL(f); r != f {
+				msg = strings.ReplaceAll(msg, f, r)
+			}
+		}
+	}
+	return msg
+}
+
 func redactURL(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {

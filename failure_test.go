@@ -3,7 +3,9 @@ package ratesync_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -151,3 +153,46 @@ func TestFailurePolicyConfig(t *testing.T) {
 		}
 	}
 }
+
+type secretErrStore struct{ *flakyStore }
+
+var errWithURL = errors.New("dial redis://:s3cret@10.0.0.9:6379: connection refused")
+
+func (s secretErrStore) Decide(ctx context.Context, c []driver.Check, r []driver.Result) (bool, error) {
+	return false, errWithURL
+}
+
+// Store trouble is logged once per breaker change, never per decision,
+// and without passwords.
+func TestLogsOncePerBreakerChange(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), nil))
+	fs := &flakyStore{Store: memstore.New()}
+	defer fs.Store.Close()
+	r := ratesync.NewRegistry(ratesync.WithLogger(log))
+	defer r.Close()
+	r.AddStore("s", secretErrStore{fs})
+	r.ConfigureLimiter("api", ratesync.Rule{Store: "s", RatePerSecond: 100})
+	for i := range 50 {
+		r.GetOrClone("api", "client-"+string(rune('a'+i%26)))
+		r.Try(ctx, "api")
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	if n := strings.Count(out, "\n"); n != 1 || !strings.Contains(out, "circuit breaker open") {
+		t.Fatalf("%d log lines for 50 failing decisions, want 1:\n%s", n, out)
+	}
+	if strings.Contains(out, "s3cret") || strings.Contains(out, "client-") {
+		t.Fatalf("log leaks a password or a key:\n%s", out)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

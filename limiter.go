@@ -172,13 +172,18 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 		so(StoreCall{Store: h.name, Engine: h.engine, Op: "decide", Duration: time.Since(start), Err: err})
 	}
 	if err != nil && ctx.Err() == nil {
-		h.br.failure()
+		if h.br.failure() {
+			rs.reg.logger().Warn("ratesync: store failing: circuit breaker open, rules answer by their on_store_error policy",
+				"store", h.name, "engine", h.engine, "cooldown", BreakerCooldown, "error", redactErr(err))
+		}
 		return l.storeFailure(ctx, key, cost, err)
 	}
 	if err != nil {
 		return l.storeFailure(ctx, key, cost, err)
 	}
-	h.br.success()
+	if h.br.success() {
+		rs.reg.logger().Info("ratesync: store recovered: circuit breaker closed", "store", h.name, "engine", h.engine)
+	}
 	return a, nil
 }
 

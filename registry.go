@@ -1,6 +1,7 @@
 package ratesync
 
 import (
+	"log/slog"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ type Registry struct {
 	http     HTTPConfig
 	observer Observer
 	storeObs StoreObserver
+	log      *slog.Logger
 	queues   waitQueues
 	closed   bool
 
@@ -55,6 +57,21 @@ type storeHandle struct {
 
 // RegistryOption configures a Registry.
 type RegistryOption func(*Registry)
+
+// WithLogger sets the logger of the registry (default: slog.Default()).
+// It logs store trouble once per change, never per decision or per key:
+// a store's circuit breaker opening (Warn, with the error) and closing
+// again (Info). Errors are logged with passwords in URLs removed.
+func WithLogger(l *slog.Logger) RegistryOption {
+	return func(r *Registry) { r.log = l }
+}
+
+func (r *Registry) logger() *slog.Logger {
+	if r.log != nil {
+		return r.log
+	}
+	return slog.Default()
+}
 
 // WithStoreObserver sets a function that receives one StoreCall per store
 // call (with its latency), for store metrics.
