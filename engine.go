@@ -80,6 +80,17 @@ func openStore(cfg *StoreConfig) (*storeHandle, error) {
 		return nil, cfg.Errorf("engine", "unknown engine %q: use one of %s", cfg.Engine, strings.Join(Engines(), ", "))
 	}
 	cfg.used = map[string]bool{"engine": true}
+	def := DefaultCallTimeout
+	if cfg.Engine == "memory" {
+		def = 0 // in process: nothing to wait for
+	}
+	callTimeout, err := cfg.Seconds("call_timeout_seconds", def)
+	if err != nil {
+		return nil, err
+	}
+	if callTimeout < 0 {
+		return nil, cfg.Errorf("call_timeout_seconds", "must be >= 0 (0 turns the timeout off)")
+	}
 	s, err := open(cfg)
 	if err != nil {
 		return nil, err
@@ -90,8 +101,12 @@ func openStore(cfg *StoreConfig) (*storeHandle, error) {
 			return nil, cfg.Errorf(k, "unknown key for engine %q", cfg.Engine)
 		}
 	}
-	return &storeHandle{name: cfg.Name, engine: cfg.Engine, store: s, owned: true, options: cfg.redacted()}, nil
+	return &storeHandle{name: cfg.Name, engine: cfg.Engine, store: s, owned: true, options: cfg.redacted(), callTimeout: callTimeout}, nil
 }
+
+// DefaultCallTimeout bounds how long a decision waits for a network store
+// (call_timeout_seconds) before the rule's failure policy answers.
+const DefaultCallTimeout = 250 * time.Millisecond
 
 // StoreConfig is one [stores.NAME] table: the engine and its options. Its
 // accessors expand ${VAR} references, convert the value to the type asked

@@ -36,6 +36,9 @@ var (
 	// open: the store is not called and the rule's failure policy answers
 	// at once.
 	ErrCircuitOpen = errors.New("ratesync: store circuit breaker is open")
+	// ErrCallTimeout is the store error of a decision the store did not
+	// answer within its call timeout (call_timeout_seconds).
+	ErrCallTimeout = errors.New("ratesync: store call timed out")
 	// ErrClosed means the registry was closed.
 	ErrClosed = errors.New("ratesync: registry is closed")
 )

@@ -196,3 +196,50 @@ func TestLogsOncePerBreakerChange(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// slowStore answers only when unblocked.
+type slowStore struct {
+	*flakyStore
+	unblock chan struct{}
+}
+
+func (s slowStore) Decide(ctx context.Context, c []driver.Check, r []driver.Result) (bool, error) {
+	<-s.unblock
+	return s.flakyStore.Decide(ctx, c, r)
+}
+
+// A store that does not answer within the call timeout gets the failure
+// policy's answer; the lease it grants late is released, not leaked.
+func TestCallTimeout(t *testing.T) {
+	fs := &flakyStore{Store: memstore.New()}
+	defer fs.Store.Close()
+	slow := slowStore{fs, make(chan struct{})}
+	r := ratesync.NewRegistry()
+	defer r.Close()
+	r.AddStore("slow", slow)
+	if err := r.SetCallTimeout("slow", 20*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	r.ConfigureLimiter("jobs", ratesync.Rule{Store: "slow", MaxConcurrent: 1, OnStoreError: ratesync.Deny})
+	_, err := r.Try(ctx, "jobs")
+	if !errors.Is(err, ratesync.ErrCallTimeout) || !errors.Is(err, ratesync.ErrStore) {
+		t.Fatalf("Try on a store that does not answer: %v, want ErrStore wrapping ErrCallTimeout", err)
+	}
+	close(slow.unblock) // the store now answers the abandoned call: a lease
+	deadline := time.Now().Add(5 * time.Second)
+	for fs.releases.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the lease granted after the timeout was never released")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The slot is free again: a decision in time gets it.
+	d, err := r.Try(ctx, "jobs")
+	if err != nil || !d.Allowed {
+		t.Fatalf("after the late release: %+v %v", d, err)
+	}
+	d.Lease.Release(ctx)
+	if err := r.SetCallTimeout("nope", time.Second); !errors.Is(err, ratesync.ErrStoreNotFound) {
+		t.Fatalf("unknown store: %v", err)
+	}
+}

@@ -167,7 +167,13 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 	if so != nil {
 		start = time.Now()
 	}
-	a, err := l.decideOn(ctx, h, rs.policies, key, cost)
+	var a attempt
+	var err error
+	if h.callTimeout > 0 {
+		a, err = l.decideBounded(ctx, h, key, cost)
+	} else {
+		a, err = l.r.decideOn(ctx, h, rs.policies, key, cost)
+	}
 	if so != nil {
 		so(StoreCall{Store: h.name, Engine: h.engine, Op: "decide", Duration: time.Since(start), Err: err})
 	}
@@ -187,9 +193,44 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 	return a, nil
 }
 
+// decideBounded is decideOn with the store's call timeout: the store call
+// runs on its own goroutine, and when it has not answered in time the
+// caller gets ErrCallTimeout (and the failure policy's answer). A late
+// answer is not lost: a lease it granted is released at once, so no slot
+// leaks; units it consumed stay consumed (the store counts the request
+// even though the policy answered it, the safe side).
+func (l *Limiter) decideBounded(ctx context.Context, h *storeHandle, key driver.Key, cost int) (attempt, error) {
+	type reply struct {
+		a   attempt
+		err error
+	}
+	done := make(chan reply, 1)
+	rs := l.r // the goroutine must not keep l: per-key limiters stay on the stack
+	go func() {
+		a, err := rs.decideOn(context.WithoutCancel(ctx), h, rs.policies, key, cost)
+		done <- reply{a, err}
+	}()
+	t := time.NewTimer(h.callTimeout)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.a, r.err
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	go func() {
+		if r := <-done; r.err == nil && r.a.d.Allowed {
+			r.a.d.Lease.Release(context.Background())
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return attempt{}, err
+	}
+	return attempt{}, fmt.Errorf("%w after %v", ErrCallTimeout, h.callTimeout)
+}
+
 // decideOn makes one decision on store h with policies.
-func (l *Limiter) decideOn(ctx context.Context, h *storeHandle, policies []driver.Policy, key driver.Key, cost int) (attempt, error) {
-	rs := l.r
+func (rs *ruleState) decideOn(ctx context.Context, h *storeHandle, policies []driver.Policy, key driver.Key, cost int) (attempt, error) {
 	n := len(policies)
 	sc := scratchPool.Get().(*scratch)
 	for i := range n {
@@ -236,7 +277,7 @@ func (l *Limiter) storeFailure(ctx context.Context, key driver.Key, cost int, er
 		return attempt{d: Decision{Limiter: l.r.name}}, fmt.Errorf("%w: limiter %q: %w", ErrStore, l.r.name, err)
 	case Local:
 		if fb := l.r.reg.fallbackStore(); fb != nil {
-			a, ferr := l.decideOn(ctx, fb, l.r.fallback, key, cost)
+			a, ferr := l.r.decideOn(ctx, fb, l.r.fallback, key, cost)
 			if ferr == nil {
 				a.d.Fallback = true
 				return a, nil

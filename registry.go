@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rate-sync/ratesync-go/driver"
 	"github.com/rate-sync/ratesync-go/memstore"
@@ -53,6 +54,8 @@ type storeHandle struct {
 	options map[string]string // for listing, secrets redacted
 	unsub   func()
 	br      breaker
+	// callTimeout bounds a decision's wait for the store; 0 is no bound.
+	callTimeout time.Duration
 }
 
 // RegistryOption configures a Registry.
@@ -77,6 +80,24 @@ func (r *Registry) logger() *slog.Logger {
 // call (with its latency), for store metrics.
 func WithStoreObserver(fn StoreObserver) RegistryOption {
 	return func(r *Registry) { r.storeObs = fn }
+}
+
+// SetCallTimeout sets how long a decision waits for the store name before
+// the rules' failure policies answer (0: no bound). Stores from
+// configuration take call_timeout_seconds (default DefaultCallTimeout for
+// network engines); stores added with AddStore have none until set.
+func (r *Registry) SetCallTimeout(name string, d time.Duration) error {
+	if d < 0 {
+		return &ConfigError{Table: "stores." + name, Key: "call_timeout_seconds", Msg: "must be >= 0"}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.stores[name]
+	if h == nil {
+		return notFound(ErrStoreNotFound, name)
+	}
+	h.callTimeout = d
+	return nil
 }
 
 // BreakerStates returns the state of each store's circuit breaker, by

@@ -243,6 +243,7 @@ engine = "postgres"
 url = "`+url+`"
 schema_name = "`+schema+`"
 pool_max_size = 4
+call_timeout_seconds = 10 # the first decision creates the schema
 
 [limiters.api]
 store = "db"
