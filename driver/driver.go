@@ -17,6 +17,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -114,6 +115,30 @@ func (k Key) String() string {
 		return k.Name
 	}
 	return k.Name + ":" + k.ID
+}
+
+// Encoded returns k as one string for stores that key state by string:
+// the name with '%' and ':' escaped (%25, %3A), then ':' and the ID. The
+// name ends at the first ':', so different keys never encode alike;
+// DecodeKey reverses it.
+func (k Key) Encoded() string {
+	name := k.Name
+	if strings.ContainsAny(name, ":%") {
+		name = strings.NewReplacer("%", "%25", ":", "%3A").Replace(name)
+	}
+	if k.ID == "" {
+		return name
+	}
+	return name + ":" + k.ID
+}
+
+// DecodeKey returns the key that Encoded turned into s.
+func DecodeKey(s string) Key {
+	name, id, _ := strings.Cut(s, ":")
+	if strings.Contains(name, "%") {
+		name = strings.NewReplacer("%3A", ":", "%25", "%").Replace(name)
+	}
+	return Key{Name: name, ID: id}
 }
 
 // Check is one element of a decision: a key, the policy to apply to it, and

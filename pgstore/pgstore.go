@@ -271,27 +271,6 @@ func (s *Store) now() any {
 	return s.clock().UnixNano()
 }
 
-// encodeKey is the row key of a limiter key: the name (':' and '%'
-// escaped), then ':' and the id.
-func encodeKey(k driver.Key) string {
-	name := k.Name
-	if strings.ContainsAny(name, ":%") {
-		name = strings.NewReplacer("%", "%25", ":", "%3A").Replace(name)
-	}
-	if k.ID == "" {
-		return name
-	}
-	return name + ":" + k.ID
-}
-
-func decodeKey(s string) driver.Key {
-	name, id, _ := strings.Cut(s, ":")
-	if strings.Contains(name, "%") {
-		name = strings.NewReplacer("%3A", ":", "%25", "%").Replace(name)
-	}
-	return driver.Key{Name: name, ID: id}
-}
-
 func (s *Store) run(ctx context.Context, checks []driver.Check, results []driver.Result, consume bool) (bool, error) {
 	if err := s.ready(ctx); err != nil {
 		return false, err
@@ -309,7 +288,7 @@ func (s *Store) run(ctx context.Context, checks []driver.Check, results []driver
 	for i := range checks {
 		c := &checks[i]
 		p := &c.Policy
-		keys[i] = encodeKey(c.Key)
+		keys[i] = c.Key.Encoded()
 		costs[i] = int32(max(c.Cost, 1))
 		switch p.Kind {
 		case driver.TokenBucket:
@@ -360,7 +339,7 @@ func (s *Store) bucket(ctx context.Context, c *driver.Check, res *driver.Result)
 	capNs := int64(c.Policy.Burst) * iv
 	var tat, now int64
 	var ok bool
-	if err := s.pool.QueryRow(context.WithoutCancel(ctx), s.q.bucket, encodeKey(c.Key), cost*iv, capNs, s.now()).Scan(&tat, &ok, &now); err != nil {
+	if err := s.pool.QueryRow(context.WithoutCancel(ctx), s.q.bucket, c.Key.Encoded(), cost*iv, capNs, s.now()).Scan(&tat, &ok, &now); err != nil {
 		return false, fmt.Errorf("ratesync/pgstore: decide: %w", err)
 	}
 	d := max(tat-now, 0)
@@ -418,7 +397,7 @@ func (s *Store) Release(ctx context.Context, key driver.Key, lease string) error
 		return err
 	}
 	var ok bool
-	if err := s.pool.QueryRow(ctx, s.q.release, encodeKey(key), lease, s.channel).Scan(&ok); err != nil {
+	if err := s.pool.QueryRow(ctx, s.q.release, key.Encoded(), lease, s.channel).Scan(&ok); err != nil {
 		return fmt.Errorf("ratesync/pgstore: release: %w", err)
 	}
 	return nil
@@ -430,7 +409,7 @@ func (s *Store) Extend(ctx context.Context, key driver.Key, lease string, ttl ti
 		return false, err
 	}
 	var ok bool
-	if err := s.pool.QueryRow(ctx, s.q.extend, encodeKey(key), lease, int64(ttl), s.now()).Scan(&ok); err != nil {
+	if err := s.pool.QueryRow(ctx, s.q.extend, key.Encoded(), lease, int64(ttl), s.now()).Scan(&ok); err != nil {
 		return false, fmt.Errorf("ratesync/pgstore: extend: %w", err)
 	}
 	return ok, nil
@@ -441,7 +420,7 @@ func (s *Store) Reset(ctx context.Context, key driver.Key) error {
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	_, err := s.pool.Exec(ctx, s.q.reset, encodeKey(key))
+	_, err := s.pool.Exec(ctx, s.q.reset, key.Encoded())
 	return err
 }
 
@@ -589,7 +568,7 @@ func (s *Store) listenOnce(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		k := decodeKey(n.Payload)
+		k := driver.DecodeKey(n.Payload)
 		s.subMu.Lock()
 		fns = fns[:0]
 		for _, fn := range s.subs {

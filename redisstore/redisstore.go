@@ -205,26 +205,7 @@ func (s *Store) key(k driver.Key, kind driver.Kind) string {
 	default:
 		suffix = "}:cc"
 	}
-	return s.prefix + ":{" + encodeKey(k) + suffix
-}
-
-func encodeKey(k driver.Key) string {
-	name := k.Name
-	if strings.ContainsAny(name, ":%") {
-		name = strings.NewReplacer("%", "%25", ":", "%3A").Replace(name)
-	}
-	if k.ID == "" {
-		return name
-	}
-	return name + ":" + k.ID
-}
-
-func decodeKey(s string) driver.Key {
-	name, id, _ := strings.Cut(s, ":")
-	if strings.Contains(name, "%") {
-		name = strings.NewReplacer("%3A", ":", "%25", "%").Replace(name)
-	}
-	return driver.Key{Name: name, ID: id}
+	return s.prefix + ":{" + k.Encoded() + suffix
 }
 
 // hashTag returns the part of key Redis Cluster hashes: the text between
@@ -763,7 +744,7 @@ func (s *Store) Release(ctx context.Context, key driver.Key, lease string) error
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	_, err := s.release.run(ctx, s.c, []string{s.key(key, driver.Concurrency)}, []any{lease, s.channel, encodeKey(key)})
+	_, err := s.release.run(ctx, s.c, []string{s.key(key, driver.Concurrency)}, []any{lease, s.channel, key.Encoded()})
 	return err
 }
 
@@ -932,7 +913,7 @@ func (s *Store) listen(ctx context.Context, l *listener) {
 	l.mu.Unlock()
 	var fns []func(driver.Key)
 	for m := range ps.Channel() {
-		k := decodeKey(m.Payload)
+		k := driver.DecodeKey(m.Payload)
 		s.subMu.Lock()
 		fns = fns[:0]
 		for _, fn := range s.subs {
