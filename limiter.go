@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/rate-sync/ratesync-go/memstore"
 )
 
 // ruleState is one configured rule as the registry holds it. Every Limiter
@@ -229,9 +230,42 @@ func (l *Limiter) decideBounded(ctx context.Context, h *storeHandle, key driver.
 	return attempt{}, fmt.Errorf("%w after %v", ErrCallTimeout, h.callTimeout)
 }
 
+// decideOne is decideOn for one policy on the memory store, which decides
+// lone checks by value: no scratch buffers, nothing on the heap.
+func (rs *ruleState) decideOne(ctx context.Context, sd *memstore.Store, h *storeHandle, p driver.Policy, key driver.Key, cost int) (attempt, error) {
+	r, err := sd.DecideOne(ctx, driver.Check{Key: key, Policy: p, Cost: cost})
+	if err != nil {
+		return attempt{}, err
+	}
+	a := attempt{d: Decision{Allowed: r.Allowed, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name}}
+	switch {
+	case !r.Allowed:
+		a.d.RetryAfter = r.RetryAfter
+		if p.Kind != driver.Concurrency {
+			a.rateRetry = r.RetryAfter
+		}
+	case rs.hasConc:
+		lease := &Lease{}
+		lease.one[0] = leaseRef{rs: rs, h: h, key: key, id: r.Lease}
+		lease.refs = lease.one[:1]
+		rs.m.leaseTaken()
+		a.d.Lease = lease
+	default:
+		a.d.Lease = noLease
+	}
+	return a, nil
+}
+
 // decideOn makes one decision on store h with policies.
 func (rs *ruleState) decideOn(ctx context.Context, h *storeHandle, policies []driver.Policy, key driver.Key, cost int) (attempt, error) {
 	n := len(policies)
+	if n == 1 {
+		// The exact type, not an interface: a wrapper that embeds the
+		// memory store and overrides Decide must keep its Decide.
+		if ms, ok := h.store.(*memstore.Store); ok {
+			return rs.decideOne(ctx, ms, h, policies[0], key, cost)
+		}
+	}
 	sc := scratchPool.Get().(*scratch)
 	for i := range n {
 		sc.checks[i] = driver.Check{Key: key, Policy: policies[i], Cost: cost}

@@ -204,17 +204,7 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 		return true, nil
 	}
 	if len(checks) == 1 {
-		sh := &s.shards[shardOf(checks[0].Key)]
-		sh.mu.Lock()
-		now := s.now()
-		e := sh.m[checks[0].Key]
-		if e == nil {
-			e = &entry{}
-			sh.m[checks[0].Key] = e
-		}
-		var u undo
-		results[0] = apply(e, &checks[0], now, true, &u)
-		sh.mu.Unlock()
+		results[0] = s.one(&checks[0])
 		return results[0].Allowed, nil
 	}
 	var ls lockSet
@@ -255,6 +245,32 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 		results[i] = apply(e, c, now, false, nil)
 	}
 	return false, nil
+}
+
+// DecideOne decides a lone check, as Decide would, with the check and its
+// result passed by value so that nothing goes to the heap. The ratesync
+// package calls it for single-policy rules on a *Store.
+func (s *Store) DecideOne(ctx context.Context, c driver.Check) (driver.Result, error) {
+	if err := s.check(ctx); err != nil {
+		return driver.Result{}, err
+	}
+	return s.one(&c), nil
+}
+
+// one decides a lone check.
+func (s *Store) one(c *driver.Check) driver.Result {
+	sh := &s.shards[shardOf(c.Key)]
+	sh.mu.Lock()
+	now := s.now()
+	e := sh.m[c.Key]
+	if e == nil {
+		e = &entry{}
+		sh.m[c.Key] = e
+	}
+	var u undo
+	r := apply(e, c, now, true, &u)
+	sh.mu.Unlock()
+	return r
 }
 
 // Peek implements driver.Store.
