@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/rate-sync/ratesync-go/internal/notify"
 )
 
 // Pool is the part of a *pgxpool.Pool the store uses.
@@ -77,10 +78,7 @@ type Store struct {
 	closeOnce  sync.Once
 	closed     atomic.Bool
 
-	subMu  sync.Mutex
-	subs   map[uint64]func(driver.Key)
-	subSeq uint64
-	lis    *listener
+	hub *notify.Hub // release subscribers and the one LISTEN connection
 }
 
 // queries are the statements, with the quoted object names filled in.
@@ -149,6 +147,7 @@ func New(pool Pool, opts ...Option) (*Store, error) {
 		sweep:    "DELETE FROM " + T + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " + T + " WHERE expires_at <= " + fn("now") + "(NULL) LIMIT " + fmt.Sprint(sweepBatch) + "))",
 	}
 	s.channel = s.schema + "." + s.table + "_released"
+	s.hub = notify.New(s.listen)
 	s.wg.Add(1)
 	go s.sweeper()
 	return s, nil
@@ -485,68 +484,21 @@ func (s *Store) sweeper() {
 
 // SubscribeReleases implements driver.ReleaseNotifier: all subscribers
 // share one LISTEN connection, opened in the background.
-func (s *Store) SubscribeReleases(fn func(driver.Key)) func() {
-	s.subMu.Lock()
-	defer s.subMu.Unlock()
-	if s.subs == nil {
-		s.subs = map[uint64]func(driver.Key){}
-	}
-	s.subSeq++
-	id := s.subSeq
-	s.subs[id] = fn
-	if s.lis == nil && !s.closed.Load() {
-		ctx, cancel := context.WithCancel(context.Background())
-		s.lis = &listener{cancel: cancel, done: make(chan struct{})}
-		go s.listen(ctx, s.lis)
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.subMu.Lock()
-			delete(s.subs, id)
-			var l *listener
-			if len(s.subs) == 0 {
-				l, s.lis = s.lis, nil
-			}
-			s.subMu.Unlock()
-			l.stop()
-		})
-	}
-}
+func (s *Store) SubscribeReleases(fn func(driver.Key)) func() { return s.hub.Subscribe(fn) }
 
-type listener struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func (l *listener) stop() {
-	if l == nil {
-		return
-	}
-	l.cancel()
-	<-l.done
-}
-
-// listen holds one connection in LISTEN and calls the subscribers for each
-// release; it reconnects after errors (waiters fall back on lease expiry
-// meanwhile).
-func (s *Store) listen(ctx context.Context, l *listener) {
-	defer close(l.done)
+// listen holds one connection in LISTEN until ctx is done; it reconnects
+// after errors (waiters fall back on lease expiry meanwhile).
+func (s *Store) listen(ctx context.Context, deliver func(string)) {
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		_ = err
+		s.listenOnce(ctx, deliver)
 		select {
 		case <-ctx.Done():
-			return
 		case <-time.After(time.Second):
 		}
 	}
 }
 
-func (s *Store) listenOnce(ctx context.Context) error {
+func (s *Store) listenOnce(ctx context.Context, deliver func(string)) error {
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
@@ -562,22 +514,12 @@ func (s *Store) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, "LISTEN "+quote(s.channel)); err != nil {
 		return err
 	}
-	var fns []func(driver.Key)
 	for {
 		n, err := conn.Conn().WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}
-		k := driver.DecodeKey(n.Payload)
-		s.subMu.Lock()
-		fns = fns[:0]
-		for _, fn := range s.subs {
-			fns = append(fns, fn)
-		}
-		s.subMu.Unlock()
-		for _, fn := range fns {
-			fn(k)
-		}
+		deliver(n.Payload)
 	}
 }
 
@@ -588,11 +530,7 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		close(s.stop)
 		s.wg.Wait()
-		s.subMu.Lock()
-		l := s.lis
-		s.lis = nil
-		s.subMu.Unlock()
-		l.stop()
+		s.hub.Close()
 		if s.owned != nil {
 			s.owned()
 		}

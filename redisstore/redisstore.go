@@ -31,6 +31,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/rate-sync/ratesync-go/internal/notify"
 )
 
 // Client is the part of a go-redis v9 client the store uses.
@@ -116,10 +117,7 @@ type Store struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 
-	subMu  sync.Mutex
-	subs   map[uint64]func(driver.Key)
-	subSeq uint64
-	lis    *listener
+	hub *notify.Hub // release subscribers and the one subscription
 }
 
 // Option configures a Store.
@@ -178,6 +176,7 @@ func New(c Client, opts ...Option) (*Store, error) {
 		s.sharded = true
 	}
 	s.channel = s.prefix + ":released"
+	s.hub = notify.New(s.listen)
 	s.decide = newScript(decideSrc)
 	s.batch = newScript(batchSrc)
 	s.release = newScript(releaseSrc)
@@ -848,80 +847,23 @@ func (s *Store) Ping(ctx context.Context) error {
 // a store share one Redis subscription to the store's release channel,
 // opened in the background: subscribing does no I/O on the caller's
 // goroutine.
-func (s *Store) SubscribeReleases(fn func(driver.Key)) func() {
-	s.subMu.Lock()
-	defer s.subMu.Unlock()
-	if s.subs == nil {
-		s.subs = map[uint64]func(driver.Key){}
-	}
-	s.subSeq++
-	id := s.subSeq
-	s.subs[id] = fn
-	if s.lis == nil && !s.closed.Load() {
-		ctx, cancel := context.WithCancel(context.Background())
-		s.lis = &listener{cancel: cancel, done: make(chan struct{})}
-		go s.listen(ctx, s.lis)
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.subMu.Lock()
-			delete(s.subs, id)
-			var l *listener
-			if len(s.subs) == 0 {
-				l, s.lis = s.lis, nil
+func (s *Store) SubscribeReleases(fn func(driver.Key)) func() { return s.hub.Subscribe(fn) }
+
+// listen holds the store's subscription until ctx is done; go-redis
+// resubscribes after reconnects.
+func (s *Store) listen(ctx context.Context, deliver func(string)) {
+	ps := s.c.Subscribe(ctx, s.channel)
+	defer ps.Close()
+	ch := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-ch:
+			if !ok {
+				return
 			}
-			s.subMu.Unlock()
-			l.stop()
-		})
-	}
-}
-
-// listener is the one subscription of a store.
-type listener struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	mu     sync.Mutex
-	ps     *redis.PubSub
-	closed bool
-}
-
-func (l *listener) stop() {
-	if l == nil {
-		return
-	}
-	l.cancel()
-	l.mu.Lock()
-	l.closed = true
-	if l.ps != nil {
-		l.ps.Close()
-	}
-	l.mu.Unlock()
-	<-l.done
-}
-
-func (s *Store) listen(ctx context.Context, l *listener) {
-	defer close(l.done)
-	ps := s.c.Subscribe(ctx, s.channel) // go-redis resubscribes after reconnects
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		ps.Close()
-		return
-	}
-	l.ps = ps
-	l.mu.Unlock()
-	var fns []func(driver.Key)
-	for m := range ps.Channel() {
-		k := driver.DecodeKey(m.Payload)
-		s.subMu.Lock()
-		fns = fns[:0]
-		for _, fn := range s.subs {
-			fns = append(fns, fn)
-		}
-		s.subMu.Unlock()
-		for _, fn := range fns {
-			fn(k)
+			deliver(m.Payload)
 		}
 	}
 }
@@ -935,11 +877,7 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		close(s.stop)
 		s.wg.Wait()
-		s.subMu.Lock()
-		l := s.lis
-		s.lis = nil
-		s.subMu.Unlock()
-		l.stop()
+		s.hub.Close()
 		if s.owned {
 			if cl, ok := s.c.(interface{ Close() error }); ok {
 				err = cl.Close()
