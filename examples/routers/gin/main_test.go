@@ -1,12 +1,10 @@
 package main
 
 import (
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/examples/routers/internal/routertest"
 )
 
 // The example serves hello twice per client and then answers 429 with the
@@ -18,25 +16,5 @@ func TestExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	var codes []int
-	var last *http.Response
-	for range 3 {
-		resp, err := http.Get(srv.URL + "/hello")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		codes = append(codes, resp.StatusCode)
-		last = resp
-	}
-	if codes[0] != 200 || codes[1] != 200 || codes[2] != 429 {
-		t.Fatalf("codes %v, want [200 200 429]", codes)
-	}
-	if last.Header.Get("RateLimit-Policy") != "\"api\";q=2;w=1" || last.Header.Get("Retry-After") != "1" ||
-		last.Header.Get("Content-Type") != "application/problem+json" {
-		t.Fatalf("429 headers: %v", last.Header)
-	}
+	routertest.Check(t, h)
 }
