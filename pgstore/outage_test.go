@@ -7,19 +7,16 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/rate-sync/ratesync-go"
 	"github.com/rate-sync/ratesync-go/internal/testenv"
 	"github.com/rate-sync/ratesync-go/pgstore"
+	"github.com/rate-sync/ratesync-go/storetest"
 )
 
 // pgInstance is a PostgreSQL server of the test's own: a temporary data
@@ -114,7 +111,8 @@ func (p *pgInstance) kill() {
 
 // TestOutage kills the PostgreSQL server under load, keeps the load
 // going, restarts it, and records how each failure policy answered, how
-// fast, and how long recovery took. Bounded: about 6 seconds.
+// fast, and how long recovery took (storetest.Outage). Bounded: about 6
+// seconds.
 func TestOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("outage test skipped in -short mode")
@@ -135,104 +133,5 @@ func TestOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	r := ratesync.NewRegistry()
-	defer r.Close()
-	r.AddStore("pg", s)
-	policies := []ratesync.FailurePolicy{ratesync.Allow, ratesync.Deny, ratesync.Local}
-	for _, p := range policies {
-		rule := ratesync.Rule{Store: "pg", RatePerSecond: 1e6, Burst: 1000, OnStoreError: p}
-		if err := r.ConfigureLimiter(string(p), rule); err != nil {
-			t.Fatal(err)
-		}
-	}
-	type tally struct{ real, failedOpen, fallback, errs atomic.Int64 }
-	var phase atomic.Int32
-	var counts [3][3]tally
-	var latMu sync.Mutex
-	var downLat []time.Duration
-	var recovered atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for g := range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l, _ := r.GetOrClone(string(policies[g%3]), "client-"+strconv.Itoa(g))
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ph := phase.Load()
-				t0 := time.Now()
-				d, err := l.Try(bg)
-				lat := time.Since(t0)
-				tl := &counts[ph][g%3]
-				switch {
-				case err != nil:
-					tl.errs.Add(1)
-				case d.Fallback:
-					tl.fallback.Add(1)
-				case d.FailedOpen:
-					tl.failedOpen.Add(1)
-				default:
-					tl.real.Add(1)
-					if ph == 2 {
-						recovered.CompareAndSwap(0, time.Now().UnixNano())
-					}
-				}
-				if ph == 1 {
-					latMu.Lock()
-					downLat = append(downLat, lat)
-					latMu.Unlock()
-				}
-				time.Sleep(time.Millisecond)
-			}
-		}()
-	}
-	time.Sleep(500 * time.Millisecond)
-	phase.Store(1)
-	inst.kill()
-	time.Sleep(2 * time.Second)
-	inst.start()
-	restarted := time.Now()
-	phase.Store(2)
-	deadline := time.Now().Add(ratesync.BreakerCooldown + 8*time.Second)
-	for recovered.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-
-	for ph, name := range []string{"before", "outage", "after restart"} {
-		for i, p := range policies {
-			tl := &counts[ph][i]
-			t.Logf("%-13s %-5s real %5d  failed-open %5d  fallback %5d  errors %5d", name, p, tl.real.Load(), tl.failedOpen.Load(), tl.fallback.Load(), tl.errs.Load())
-		}
-	}
-	slices.Sort(downLat)
-	if len(downLat) == 0 {
-		t.Fatal("no answers during the outage")
-	}
-	p99 := downLat[len(downLat)*99/100]
-	t.Logf("answers during the outage: %d, p50 %v, p99 %v, max %v", len(downLat), downLat[len(downLat)/2], p99, downLat[len(downLat)-1])
-	if recovered.Load() == 0 {
-		t.Fatal("no real decision after the restart")
-	}
-	t.Logf("recovery: first real decision %v after the restart", time.Unix(0, recovered.Load()).Sub(restarted).Round(time.Millisecond))
-	down := &counts[1]
-	if down[0].errs.Load() != 0 || down[0].failedOpen.Load() == 0 {
-		t.Errorf("allow during the outage: %d errors, %d failed open", down[0].errs.Load(), down[0].failedOpen.Load())
-	}
-	if down[1].errs.Load() == 0 || down[1].failedOpen.Load()+down[1].fallback.Load() != 0 {
-		t.Errorf("deny during the outage: want errors only")
-	}
-	if down[2].fallback.Load() == 0 || down[2].errs.Load() != 0 {
-		t.Errorf("local during the outage: %d fallback, %d errors", down[2].fallback.Load(), down[2].errs.Load())
-	}
-	if p99 > 250*time.Millisecond {
-		t.Errorf("p99 answer during the outage %v: the breaker should answer at once", p99)
-	}
+	storetest.Outage(t, storetest.OutageOptions{Store: s, Kill: inst.kill, Restart: inst.start})
 }
