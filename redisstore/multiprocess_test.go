@@ -1,227 +1,68 @@
 package redisstore_test
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"fmt"
-	"os"
-	"os/exec"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/driver"
 	"github.com/rate-sync/ratesync-go/redisstore"
+	"github.com/rate-sync/ratesync-go/storetest"
 )
 
-const (
-	hammerProcs      = 4
-	hammerGoroutines = 32
-	hammerFor        = 2 * time.Second
-)
-
-// The rules the processes share, by test case.
-var hammerRules = map[string]ratesync.Rule{
-	"bucket": {RatePerSecond: 200, Burst: 10},
-	// The window outlasts the run, so exactly Limit may pass.
-	"window":      {Algorithm: ratesync.SlidingWindow, Limit: 300, Window: time.Minute},
-	"concurrency": {MaxConcurrent: 5, Timeout: 100 * time.Millisecond, LeaseTTL: 10 * time.Second},
+// redisHolders counts lease holders in Redis, for the test: prefix:holders
+// is the current count, prefix:maxholders the highest seen.
+type redisHolders struct {
+	c      *redis.Client
+	prefix string
 }
 
-// holdScript counts holders in Redis, for the test: KEYS[1] the current
-// count, KEYS[2] the highest seen.
 var holdScript = redis.NewScript(`
 local n = redis.call('INCR', KEYS[1])
 if n > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], n) end
 return n`)
 
-// TestMultiProcessAccuracy runs 4 OS processes of 32 goroutines each on one
-// key per policy and counts what was admitted: never above the exact bound,
-// and never more concurrent holders (counted in Redis by the test) than
-// max_concurrent.
-func TestMultiProcessAccuracy(t *testing.T) {
-	if os.Getenv("RATESYNC_HAMMER_CHILD") != "" {
-		t.Skip("child process")
-	}
-	client(t) // skips or fails when the server is missing
-	rawURL := os.Getenv("RATESYNC_TEST_REDIS_URL")
-	for _, tc := range []string{"bucket", "window", "concurrency"} {
-		t.Run(tc, func(t *testing.T) {
-			prefix := randomPrefix(t)
-			start := time.Now().Add(300 * time.Millisecond) // all processes start together
-			var wg sync.WaitGroup
-			counts := make([]int, hammerProcs)
-			errs := make([]error, hammerProcs)
-			for p := range hammerProcs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					counts[p], errs[p] = runChild(tc, rawURL, prefix, start)
-				}()
-			}
-			wg.Wait()
-			total := 0
-			for p := range hammerProcs {
-				if errs[p] != nil {
-					t.Fatalf("process %d: %v", p, errs[p])
-				}
-				total += counts[p]
-			}
-			c := client(t)
-			defer func() {
-				s, _ := redisstore.New(c, redisstore.WithKeyPrefix(prefix))
-				s.ResetAll(bg)
-				s.Close()
-				c.Del(bg, prefix+":holders", prefix+":maxholders")
-			}()
-			rule := hammerRules[tc]
-			switch tc {
-			case "bucket":
-				// Admissions happen within [start, start+hammerFor+slack]:
-				// slack covers a decision sent just before the end.
-				span := hammerFor + 50*time.Millisecond
-				bound := rule.Burst + int(span.Seconds()*rule.RatePerSecond)
-				t.Logf("admitted %d in %v at %v/s burst %d: bound %d", total, hammerFor, rule.RatePerSecond, rule.Burst, bound)
-				if total > bound {
-					t.Fatalf("admitted %d > exact bound %d", total, bound)
-				}
-				if min := int(0.9 * hammerFor.Seconds() * rule.RatePerSecond); total < min {
-					t.Fatalf("admitted only %d, want at least %d (the limiter must not starve)", total, min)
-				}
-			case "window":
-				t.Logf("admitted %d with limit %d in one window", total, rule.Limit)
-				if total != rule.Limit {
-					t.Fatalf("admitted %d, want exactly %d", total, rule.Limit)
-				}
-			case "concurrency":
-				peak, err := c.Get(bg, prefix+":maxholders").Int()
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Logf("%d acquisitions, peak holders %d (max %d)", total, peak, rule.MaxConcurrent)
-				if peak > rule.MaxConcurrent {
-					t.Fatalf("peak holders %d > max_concurrent %d", peak, rule.MaxConcurrent)
-				}
-				if peak < 2 || total < 100 {
-					t.Fatalf("peak %d, %d acquisitions: the processes did not contend", peak, total)
-				}
-			}
+func (h redisHolders) Enter(ctx context.Context) error {
+	return holdScript.Run(ctx, h.c, []string{h.prefix + ":holders", h.prefix + ":maxholders"}).Err()
+}
+
+func (h redisHolders) Leave(ctx context.Context) error {
+	return h.c.Decr(ctx, h.prefix+":holders").Err()
+}
+
+func (h redisHolders) Peak(ctx context.Context) (int, error) {
+	return h.c.Get(ctx, h.prefix+":maxholders").Int()
+}
+
+var hammer = storetest.MultiProcessOptions{
+	ChildTest: "TestHammerChild",
+	Namespace: func(t *testing.T) string {
+		c := client(t)
+		prefix := randomPrefix(t)
+		t.Cleanup(func() {
+			s, _ := redisstore.New(c, redisstore.WithKeyPrefix(prefix))
+			s.ResetAll(bg)
+			s.Close()
+			c.Del(bg, prefix+":holders", prefix+":maxholders")
 		})
-	}
-}
-
-// runChild runs this test binary as one hammering process and returns the
-// number of admissions it reports.
-func runChild(tc, url, prefix string, start time.Time) (int, error) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHammerChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(),
-		"RATESYNC_HAMMER_CHILD="+tc,
-		"RATESYNC_HAMMER_URL="+url,
-		"RATESYNC_HAMMER_PREFIX="+prefix,
-		"RATESYNC_HAMMER_START="+strconv.FormatInt(start.UnixNano(), 10),
-	)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("%v\n%s", err, out)
-	}
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		if n, ok := strings.CutPrefix(sc.Text(), "ADMITTED "); ok {
-			return strconv.Atoi(n)
+		return prefix
+	},
+	Open: func(t *testing.T, prefix string) driver.Store {
+		s, err := redisstore.New(client(t), redisstore.WithKeyPrefix(prefix))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	return 0, fmt.Errorf("no ADMITTED line in:\n%s", out)
+		t.Cleanup(func() { s.Close() })
+		return s
+	},
+	Holders: func(t *testing.T, prefix string) storetest.Holders { return redisHolders{client(t), prefix} },
 }
 
-// TestHammerChild is the body of one hammering process; it runs only when
-// TestMultiProcessAccuracy starts it.
-func TestHammerChild(t *testing.T) {
-	tc := os.Getenv("RATESYNC_HAMMER_CHILD")
-	if tc == "" {
-		t.Skip("runs only as a child of TestMultiProcessAccuracy")
-	}
-	o, err := redis.ParseURL(os.Getenv("RATESYNC_HAMMER_URL"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(o)
-	defer c.Close()
-	prefix := os.Getenv("RATESYNC_HAMMER_PREFIX")
-	s, err := redisstore.New(c, redisstore.WithKeyPrefix(prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	r := ratesync.NewRegistry()
-	defer r.Close()
-	if err := r.AddStore("redis", s); err != nil {
-		t.Fatal(err)
-	}
-	rule := hammerRules[tc]
-	rule.Store = "redis"
-	if err := r.ConfigureLimiter(tc, rule); err != nil {
-		t.Fatal(err)
-	}
-	l, err := r.Limiter(tc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	startNs, _ := strconv.ParseInt(os.Getenv("RATESYNC_HAMMER_START"), 10, 64)
-	start := time.Unix(0, startNs)
-	time.Sleep(time.Until(start)) // a start line shared by the processes
-	ctx, cancel := context.WithDeadline(context.Background(), start.Add(hammerFor))
-	defer cancel()
-	var admitted atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	for range hammerGoroutines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				if tc != "concurrency" {
-					d, err := l.Try(ctx)
-					if err != nil {
-						if ctx.Err() == nil {
-							firstErr.CompareAndSwap(nil, err)
-						}
-						return
-					}
-					if d.Allowed {
-						admitted.Add(1)
-					}
-					continue
-				}
-				lease, err := l.Acquire(ctx)
-				if errors.Is(err, ratesync.ErrTimeout) || ctx.Err() != nil {
-					continue
-				}
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				admitted.Add(1)
-				bg := context.Background()
-				if err := holdScript.Run(bg, c, []string{prefix + ":holders", prefix + ":maxholders"}).Err(); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-				}
-				time.Sleep(time.Millisecond) // the work done under the lease
-				c.Decr(bg, prefix+":holders")
-				if err := lease.Release(bg); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		t.Fatal(err)
-	}
-	fmt.Printf("ADMITTED %d\n", admitted.Load())
-}
+// TestMultiProcessAccuracy runs 4 OS processes of 32 goroutines each on one
+// key per policy (storetest.MultiProcess): never above the exact bound, and
+// never more holders (counted in Redis by the test) than max_concurrent.
+func TestMultiProcessAccuracy(t *testing.T) { storetest.MultiProcess(t, hammer) }
+
+// TestHammerChild is one process of TestMultiProcessAccuracy.
+func TestHammerChild(t *testing.T) { storetest.MultiProcessChild(t, hammer) }
