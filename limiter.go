@@ -178,14 +178,12 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 	if so != nil {
 		so(StoreCall{Store: h.name, Engine: h.engine, Op: "decide", Duration: time.Since(start), Err: err})
 	}
-	if err != nil && ctx.Err() == nil {
-		if h.br.failure() {
+	if err != nil {
+		// A call the caller cancelled says nothing about the store.
+		if ctx.Err() == nil && h.br.failure() {
 			rs.reg.logger().Warn("ratesync: store failing: circuit breaker open, rules answer by their on_store_error policy",
 				"store", h.name, "engine", h.engine, "cooldown", BreakerCooldown, "error", redactErr(err))
 		}
-		return l.storeFailure(ctx, key, cost, err)
-	}
-	if err != nil {
 		return l.storeFailure(ctx, key, cost, err)
 	}
 	if h.br.success() {
