@@ -39,6 +39,12 @@ func (b *breaker) allow() bool {
 
 // success records a good call and reports whether it closed an open
 // breaker.
+// clean reports whether the breaker is closed with no failure counted, so
+// that a success would change nothing.
+func (b *breaker) clean() bool {
+	return b.openUntil.Load() == 0 && b.failures.Load() == 0
+}
+
 func (b *breaker) success() (closed bool) {
 	if b.failures.Load() != 0 || b.openUntil.Load() != 0 {
 		b.failures.Store(0)

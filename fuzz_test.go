@@ -124,3 +124,15 @@ func FuzzKeyComponent(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNeedsEscape checks the word-at-a-time scan against the plain one.
+func FuzzNeedsEscape(f *testing.F) {
+	for _, s := range []string{"", "user-12345", "a:b", "12345678%", "abcdefgh:", "\x80\xff:\x00", "%%%%%%%%%%%%%%%%"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := needsEscape(s), strings.ContainsAny(s, ":%"); got != want {
+			t.Fatalf("needsEscape(%q) = %v, want %v", s, got, want)
+		}
+	})
+}

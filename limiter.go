@@ -22,12 +22,19 @@ type ruleState struct {
 	// fallback holds the policies of the Local failure policy (limits
 	// divided by FallbackReplicas); nil for other policies.
 	fallback []driver.Policy
-	rateCap  int // capacity of the rate policy; 0 without one
-	hasConc  bool
-	store    atomic.Pointer[storeHandle]
-	reg      *Registry
-	m        metrics
-	base     *Limiter
+	// prep is the single policy prepared for the memory store, under the
+	// rule's key name (every limiter of the rule shares it); nil for rules
+	// with several policies.
+	prep *memstore.Prepared
+	// quick says Try may take its memory-store path: one policy, not
+	// max_concurrent, and a registry without observers.
+	quick   bool
+	rateCap int // capacity of the rate policy; 0 without one
+	hasConc bool
+	store   atomic.Pointer[storeHandle]
+	reg     *Registry
+	m       metrics
+	base    *Limiter
 }
 
 // Limiter applies one rule to one key. The limiter returned by
@@ -228,10 +235,11 @@ func (l *Limiter) decideBounded(ctx context.Context, h *storeHandle, key driver.
 	return attempt{}, fmt.Errorf("%w after %v", ErrCallTimeout, h.callTimeout)
 }
 
-// decideOne is decideOn for one policy on the memory store, which decides
-// lone checks by value: no scratch buffers, nothing on the heap.
-func (rs *ruleState) decideOne(ctx context.Context, sd *memstore.Store, h *storeHandle, p driver.Policy, key driver.Key, cost int) (attempt, error) {
-	r, err := sd.DecideOne(ctx, driver.Check{Key: key, Policy: p, Cost: cost})
+// decideOne is decideOn for a single-policy rule on the memory store,
+// which decides it by value with the rule's prepared policy: no scratch
+// buffers, nothing on the heap.
+func (rs *ruleState) decideOne(ctx context.Context, h *storeHandle, key driver.Key, cost int) (attempt, error) {
+	r, err := h.mem.DecidePrepared(ctx, rs.prep, key.ID, cost)
 	if err != nil {
 		return attempt{}, err
 	}
@@ -239,7 +247,7 @@ func (rs *ruleState) decideOne(ctx context.Context, sd *memstore.Store, h *store
 	switch {
 	case !r.Allowed:
 		a.d.RetryAfter = r.RetryAfter
-		if p.Kind != driver.Concurrency {
+		if !rs.hasConc {
 			a.rateRetry = r.RetryAfter
 		}
 	case rs.hasConc:
@@ -257,12 +265,10 @@ func (rs *ruleState) decideOne(ctx context.Context, sd *memstore.Store, h *store
 // decideOn makes one decision on store h with policies.
 func (rs *ruleState) decideOn(ctx context.Context, h *storeHandle, policies []driver.Policy, key driver.Key, cost int) (attempt, error) {
 	n := len(policies)
-	if n == 1 {
-		// The exact type, not an interface: a wrapper that embeds the
-		// memory store and overrides Decide must keep its Decide.
-		if ms, ok := h.store.(*memstore.Store); ok {
-			return rs.decideOne(ctx, ms, h, policies[0], key, cost)
-		}
+	// The rule's own single policy (not the Local fallback's) on the
+	// memory store: decided by value with the prepared policy.
+	if h.mem != nil && n == 1 && &policies[0] == &rs.policies[0] {
+		return rs.decideOne(ctx, h, key, cost)
 	}
 	sc := scratchPool.Get().(*scratch)
 	for i := range n {
@@ -331,6 +337,27 @@ func (l *Limiter) observe(op Op, d Decision, wait time.Duration, err error) {
 // store could not decide and the rule fails closed, or the call was invalid.
 // When allowed, release d.Lease after the work.
 func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error) {
+	rs := l.r
+	// The common case, decided here with less work than the general path
+	// below and the same answer: no options, a rule with one rate or window
+	// policy (rs.quick) on the memory store, a breaker that never saw a
+	// failure. A store error (closed, or ctx done) consumed nothing and
+	// goes to the general path, which reports it.
+	if h := rs.store.Load(); rs.quick && len(opts) == 0 && h.mem != nil && h.callTimeout == 0 && h.br.clean() {
+		r, err := h.mem.DecidePrepared(ctx, rs.prep, l.skey().ID, 1)
+		if err == nil {
+			if r.Allowed {
+				rs.m.acquisitions.Add(1)
+				return Decision{Allowed: true, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name, Lease: noLease}, nil
+			}
+			rs.m.denials.Add(1)
+			return Decision{Limit: r.Limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter, ResetAfter: r.ResetAfter, Limiter: rs.name}, nil
+		}
+	}
+	return l.try(ctx, opts)
+}
+
+func (l *Limiter) try(ctx context.Context, opts []CallOption) (Decision, error) {
 	o := l.opts(opts)
 	if err := l.checkCost(o.cost); err != nil {
 		return Decision{Limiter: l.r.name}, err

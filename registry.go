@@ -40,7 +40,8 @@ type Registry struct {
 // failure policy, creating it on first use.
 func (r *Registry) fallbackStore() *storeHandle {
 	r.fbOnce.Do(func() {
-		r.fb = &storeHandle{name: "(fallback)", engine: "memory", store: memstore.New(), owned: true}
+		ms := memstore.New()
+		r.fb = &storeHandle{name: "(fallback)", engine: "memory", store: ms, mem: ms, owned: true}
 	})
 	return r.fb
 }
@@ -54,6 +55,10 @@ type storeHandle struct {
 	options map[string]string // for listing, secrets redacted
 	unsub   func()
 	br      breaker
+	// mem is store when it is exactly a *memstore.Store (not a wrapper,
+	// whose methods may differ): single-policy rules then decide through
+	// memstore.DecidePrepared.
+	mem *memstore.Store
 	// callTimeout bounds a decision's wait for the store; 0 is no bound.
 	callTimeout time.Duration
 }
@@ -164,6 +169,7 @@ func (r *Registry) ConfigureStore(name, engine string, options map[string]any) e
 }
 
 func (r *Registry) putStore(h *storeHandle) error {
+	h.mem, _ = h.store.(*memstore.Store)
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -251,6 +257,10 @@ func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState
 	}
 	rs.store.Store(h)
 	rs.base = &Limiter{r: rs, key: driver.Key{Name: escapeComponent(name)}}
+	if len(rs.policies) == 1 {
+		rs.prep = memstore.Prepare(rs.base.key.Name, rs.policies[0])
+		rs.quick = !rs.hasConc && r.observer == nil && r.storeObs == nil
+	}
 	return rs
 }
 

@@ -15,6 +15,7 @@ package memstore
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,20 +48,90 @@ type Store struct {
 	closed     atomic.Bool
 }
 
+// shard holds the keys whose hash falls in it. Its map is keyed by the
+// key's 64-bit hash, so a decision hashes its key once (that hash also
+// picks the shard); keys with equal hashes share a map slot as a chain.
 type shard struct {
 	mu sync.Mutex
-	m  map[driver.Key]*entry
-	_  [40]byte // keep shards on separate cache lines
+	m  map[uint64]*entry
+	n  int      // keys held
+	_  [32]byte // keep shards on separate cache lines
 }
 
 // entry is all the state of one key. Each policy kind has its own field, so
 // a key can carry a bucket, a window and leases at once.
 type entry struct {
-	tat    int64
+	key  driver.Key
+	next *entry // the next key with the same hash
+	tat  int64
+	// idleAt is when every state below is equivalent to an empty one.
+	idleAt int64
 	log    policy.Log
 	leases []policy.Lease
-	// idleAt is when every state above is equivalent to an empty one.
-	idleAt int64
+}
+
+// seed keys the hashes of this process; hashes are never stored outside it.
+var seed = maphash.MakeSeed()
+
+const shardBits = 6 // numShards == 1<<shardBits
+
+// hashKey hashes the key (name, id) given nameHash = maphash.String(seed, name).
+func hashKey(nameHash uint64, id string) uint64 {
+	return (nameHash*0x9e3779b97f4a7c15 + 1) ^ maphash.String(seed, id)
+}
+
+func (s *Store) shardOf(h uint64) *shard { return &s.shards[h>>(64-shardBits)] }
+
+// find returns the entry of key, or nil.
+func (sh *shard) find(h uint64, name, id string) *entry {
+	for e := sh.m[h]; e != nil; e = e.next {
+		if e.key.ID == id && e.key.Name == name {
+			return e
+		}
+	}
+	return nil
+}
+
+// get returns the entry of key, creating it when missing.
+func (sh *shard) get(h uint64, key driver.Key) *entry {
+	if e := sh.find(h, key.Name, key.ID); e != nil {
+		return e
+	}
+	return sh.insert(h, key)
+}
+
+// insert adds an empty entry for key, which is not in the shard.
+func (sh *shard) insert(h uint64, key driver.Key) *entry {
+	e := &entry{key: key, next: sh.m[h]}
+	sh.m[h] = e
+	sh.n++
+	return e
+}
+
+// remove unlinks e, which is in the chain of h.
+func (sh *shard) remove(h uint64, e *entry) {
+	head := sh.m[h]
+	if head == e {
+		if e.next == nil {
+			delete(sh.m, h)
+		} else {
+			sh.m[h] = e.next
+		}
+		sh.n--
+		return
+	}
+	for p := head; p != nil; p = p.next {
+		if p.next == e {
+			p.next = e.next
+			sh.n--
+			return
+		}
+	}
+}
+
+func (sh *shard) clear() {
+	clear(sh.m)
+	sh.n = 0
 }
 
 // Option configures a Store.
@@ -95,7 +166,7 @@ func New(opts ...Option) *Store {
 		s.base = time.Now()
 	}
 	for i := range s.shards {
-		s.shards[i].m = make(map[driver.Key]*entry)
+		s.shards[i].m = make(map[uint64]*entry)
 	}
 	go s.sweeper(s.sweepEvery)
 	return s
@@ -108,19 +179,8 @@ func (s *Store) now() int64 {
 	return int64(time.Since(s.base))
 }
 
-func shardOf(key driver.Key) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(key.Name); i++ {
-		h ^= uint32(key.Name[i])
-		h *= 16777619
-	}
-	h ^= ':'
-	h *= 16777619
-	for i := 0; i < len(key.ID); i++ {
-		h ^= uint32(key.ID[i])
-		h *= 16777619
-	}
-	return h & (numShards - 1)
+func keyHash(key driver.Key) uint64 {
+	return hashKey(maphash.String(seed, key.Name), key.ID)
 }
 
 func (s *Store) check(ctx context.Context) error {
@@ -130,11 +190,22 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// lockSet is the sorted set of shards one decision touches.
+// lockSet is the sorted set of shards one decision touches, and the hash
+// of each check's key.
 type lockSet struct {
-	idx [8]uint32
-	n   int
-	big []uint32
+	hbuf [8]uint64
+	bigH []uint64 // the hashes when there are more than 8 checks
+	idx  [8]uint32
+	n    int
+	big  []uint32
+}
+
+// hash returns the hash of check i's key.
+func (ls *lockSet) hash(i int) uint64 {
+	if ls.bigH != nil {
+		return ls.bigH[i]
+	}
+	return ls.hbuf[i]
 }
 
 func (ls *lockSet) add(i uint32) {
@@ -171,8 +242,17 @@ func (ls *lockSet) list() []uint32 {
 }
 
 func (s *Store) lock(ls *lockSet, checks []driver.Check) {
+	if len(checks) > len(ls.hbuf) {
+		ls.bigH = make([]uint64, len(checks))
+	}
 	for i := range checks {
-		ls.add(shardOf(checks[i].Key))
+		h := keyHash(checks[i].Key)
+		if ls.bigH != nil {
+			ls.bigH[i] = h
+		} else {
+			ls.hbuf[i] = h
+		}
+		ls.add(uint32(h >> (64 - shardBits)))
 	}
 	for _, i := range ls.list() {
 		s.shards[i].mu.Lock()
@@ -204,7 +284,7 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 		return true, nil
 	}
 	if len(checks) == 1 {
-		results[0] = s.one(&checks[0])
+		results[0] = s.one(keyHash(checks[0].Key), &checks[0], int64(checks[0].Policy.Interval()))
 		return results[0].Allowed, nil
 	}
 	var ls lockSet
@@ -216,14 +296,10 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 	allowed := true
 	for i := range checks {
 		c := &checks[i]
-		sh := &s.shards[shardOf(c.Key)]
-		e := sh.m[c.Key]
-		if e == nil {
-			e = &entry{}
-			sh.m[c.Key] = e
-		}
+		h := ls.hash(i)
+		e := s.shardOf(h).get(h, c.Key)
 		var u undo
-		results[i] = apply(e, c, now, true, &u)
+		results[i] = apply(e, c, int64(c.Policy.Interval()), now, true, &u)
 		if !results[i].Allowed {
 			allowed = false
 			break
@@ -238,37 +314,83 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 	}
 	for i := range checks {
 		c := &checks[i]
-		e := s.shards[shardOf(c.Key)].m[c.Key]
+		h := ls.hash(i)
+		e := s.shardOf(h).find(h, c.Key.Name, c.Key.ID)
 		if e == nil {
 			e = &entry{} // a key after the denied check: never stored
 		}
-		results[i] = apply(e, c, now, false, nil)
+		results[i] = apply(e, c, int64(c.Policy.Interval()), now, false, nil)
 	}
 	return false, nil
 }
 
-// DecideOne decides a lone check, as Decide would, with the check and its
-// result passed by value so that nothing goes to the heap. The ratesync
-// package calls it for single-policy rules on a *Store.
-func (s *Store) DecideOne(ctx context.Context, c driver.Check) (driver.Result, error) {
+// Prepared is one policy on one key name, with the name's hash and the
+// policy's constants worked out once, for DecidePrepared. It is immutable
+// and safe for concurrent use.
+type Prepared struct {
+	name     string
+	nameHash uint64
+	policy   driver.Policy
+	interval int64 // emission interval of a token bucket, ns
+	capacity int
+}
+
+// Prepare returns p prepared for deciding keys named name.
+func Prepare(name string, p driver.Policy) *Prepared {
+	return &Prepared{
+		name:     name,
+		nameHash: maphash.String(seed, name),
+		policy:   p,
+		interval: int64(p.Interval()),
+		capacity: p.Capacity(),
+	}
+}
+
+// DecidePrepared decides one check of cost on the key (p's name, id) and
+// returns what Decide would for that single check. It exists for callers
+// that decide one policy per request, such as the ratesync package: it
+// hashes the key once and allocates nothing (except the identifier of a
+// concurrency lease).
+func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost int) (driver.Result, error) {
 	if err := s.check(ctx); err != nil {
 		return driver.Result{}, err
 	}
-	return s.one(&c), nil
+	h := hashKey(p.nameHash, id)
+	sh := s.shardOf(h)
+	sh.mu.Lock()
+	// The clock is read under the lock, not before it: a time read before
+	// waiting for the lock could be older than the state, which would
+	// refund a full bucket the wait and deny on a stale clock.
+	now := s.now()
+	e := sh.find(h, p.name, id)
+	if e == nil {
+		e = sh.insert(h, driver.Key{Name: p.name, ID: id})
+	}
+	var o policy.Outcome
+	switch p.policy.Kind {
+	case driver.TokenBucket:
+		o = e.takeBucket(now, p.interval, p.policy.Burst, cost, true)
+	case driver.SlidingWindow:
+		o = e.takeWindow(now, int64(p.policy.Window), p.policy.Limit, cost, true)
+	default:
+		c := driver.Check{Key: e.key, Policy: p.policy, Cost: cost}
+		var u undo
+		r := apply(e, &c, p.interval, now, true, &u)
+		sh.mu.Unlock()
+		return r, nil
+	}
+	sh.mu.Unlock()
+	return result(o, p.capacity, ""), nil
 }
 
-// one decides a lone check.
-func (s *Store) one(c *driver.Check) driver.Result {
-	sh := &s.shards[shardOf(c.Key)]
+// one decides a lone check whose key hashes to h.
+func (s *Store) one(h uint64, c *driver.Check, interval int64) driver.Result {
+	sh := s.shardOf(h)
 	sh.mu.Lock()
 	now := s.now()
-	e := sh.m[c.Key]
-	if e == nil {
-		e = &entry{}
-		sh.m[c.Key] = e
-	}
+	e := sh.get(h, c.Key)
 	var u undo
-	r := apply(e, c, now, true, &u)
+	r := apply(e, c, interval, now, true, &u)
 	sh.mu.Unlock()
 	return r
 }
@@ -284,35 +406,34 @@ func (s *Store) Peek(ctx context.Context, checks []driver.Check, results []drive
 	now := s.now()
 	for i := range checks {
 		c := &checks[i]
-		e := s.shards[shardOf(c.Key)].m[c.Key]
+		h := ls.hash(i)
+		e := s.shardOf(h).find(h, c.Key.Name, c.Key.ID)
 		if e == nil {
 			e = &entry{} // not stored: a peek creates nothing
 		}
-		results[i] = apply(e, c, now, false, nil)
+		results[i] = apply(e, c, int64(c.Policy.Interval()), now, false, nil)
 	}
 	return nil
 }
 
-// apply runs one check's policy on e. With consume, a passing check is
+// apply runs one check's policy on e; interval is the policy's emission
+// interval when it is a token bucket. With consume, a passing check is
 // consumed and u records how to undo it.
-func apply(e *entry, c *driver.Check, now int64, consume bool, u *undo) driver.Result {
+func apply(e *entry, c *driver.Check, interval, now int64, consume bool, u *undo) driver.Result {
 	p := &c.Policy
 	var o policy.Outcome
 	var lease string
 	switch p.Kind {
 	case driver.TokenBucket:
 		old := e.tat
-		e.tat, o = policy.BucketTake(e.tat, now, int64(p.Interval()), p.Burst, c.Cost, consume)
+		o = e.takeBucket(now, interval, p.Burst, c.Cost, consume)
 		if consume && o.Allowed {
 			*u = undo{e: e, kind: driver.TokenBucket, tat: old}
-			e.bump(e.tat)
 		}
 	case driver.SlidingWindow:
-		w := int64(p.Window)
-		o = e.log.Take(now, w, p.Limit, c.Cost, consume)
+		o = e.takeWindow(now, int64(p.Window), p.Limit, c.Cost, consume)
 		if consume && o.Allowed {
 			*u = undo{e: e, kind: driver.SlidingWindow, cost: c.Cost}
-			e.bump(now + w)
 		}
 	case driver.Concurrency:
 		e.leases = policy.ExpireLeases(e.leases, now)
@@ -327,14 +448,37 @@ func apply(e *entry, c *driver.Check, now int64, consume bool, u *undo) driver.R
 			e.bump(exp)
 		}
 	}
+	return result(o, p.Capacity(), lease)
+}
+
+func result(o policy.Outcome, limit int, lease string) driver.Result {
 	return driver.Result{
 		Allowed:    o.Allowed,
-		Limit:      p.Capacity(),
+		Limit:      limit,
 		Remaining:  o.Remaining,
 		RetryAfter: time.Duration(o.RetryAfter),
 		ResetAfter: time.Duration(o.ResetAfter),
 		Lease:      lease,
 	}
+}
+
+// takeBucket applies a token bucket check to e.
+func (e *entry) takeBucket(now, interval int64, burst, cost int, consume bool) policy.Outcome {
+	var o policy.Outcome
+	e.tat, o = policy.BucketTake(e.tat, now, interval, burst, cost, consume)
+	if consume && o.Allowed {
+		e.bump(e.tat)
+	}
+	return o
+}
+
+// takeWindow applies a sliding window check to e.
+func (e *entry) takeWindow(now, window int64, limit, cost int, consume bool) policy.Outcome {
+	o := e.log.Take(now, window, limit, cost, consume)
+	if consume && o.Allowed {
+		e.bump(now + window)
+	}
+	return o
 }
 
 func (e *entry) bump(t int64) {
@@ -359,9 +503,10 @@ func (s *Store) Release(ctx context.Context, key driver.Key, lease string) error
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	sh := &s.shards[shardOf(key)]
+	h := keyHash(key)
+	sh := s.shardOf(h)
 	sh.mu.Lock()
-	if e := sh.m[key]; e != nil {
+	if e := sh.find(h, key.Name, key.ID); e != nil {
 		e.leases, _ = policy.RemoveLease(e.leases, lease)
 	}
 	sh.mu.Unlock()
@@ -373,10 +518,11 @@ func (s *Store) Extend(ctx context.Context, key driver.Key, lease string, ttl ti
 	if err := s.check(ctx); err != nil {
 		return false, err
 	}
-	sh := &s.shards[shardOf(key)]
+	h := keyHash(key)
+	sh := s.shardOf(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[key]
+	e := sh.find(h, key.Name, key.ID)
 	if e == nil {
 		return false, nil
 	}
@@ -397,9 +543,12 @@ func (s *Store) Reset(ctx context.Context, key driver.Key) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	sh := &s.shards[shardOf(key)]
+	h := keyHash(key)
+	sh := s.shardOf(h)
 	sh.mu.Lock()
-	delete(sh.m, key)
+	if e := sh.find(h, key.Name, key.ID); e != nil {
+		sh.remove(h, e)
+	}
 	sh.mu.Unlock()
 	return nil
 }
@@ -412,7 +561,7 @@ func (s *Store) ResetAll(ctx context.Context) error {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		clear(sh.m)
+		sh.clear()
 		sh.mu.Unlock()
 	}
 	return nil
@@ -427,7 +576,7 @@ func (s *Store) Len() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += len(sh.m)
+		n += sh.n
 		sh.mu.Unlock()
 	}
 	return n
@@ -441,9 +590,11 @@ func (s *Store) Sweep() {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		now := s.now()
-		for k, e := range sh.m {
-			if e.idleAt <= now {
-				delete(sh.m, k)
+		for h, head := range sh.m {
+			for e := head; e != nil; e = e.next {
+				if e.idleAt <= now {
+					sh.remove(h, e)
+				}
 			}
 		}
 		sh.mu.Unlock()
@@ -473,7 +624,7 @@ func (s *Store) Close() error {
 		<-s.done
 		for i := range s.shards {
 			s.shards[i].mu.Lock()
-			clear(s.shards[i].m)
+			s.shards[i].clear()
 			s.shards[i].mu.Unlock()
 		}
 	})
