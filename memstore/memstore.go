@@ -1,12 +1,19 @@
 // Package memstore is the in-process rate limit store: the embedded default
 // behind engine = "memory".
 //
-// It keeps every key's state in a sharded map guarded by one mutex per
-// shard, runs the policies of internal/policy on the monotonic clock, and
-// makes no allocation per decision in steady state (a concurrency lease
-// allocates its identifier). Idle keys (bucket full, window empty, no live
-// lease) are removed by one background goroutine that Close stops, so memory
-// is bounded by the number of keys active within their policies' horizon.
+// It keeps every key's state in a sharded map, runs the policies of
+// internal/policy on the monotonic clock, and makes no allocation per
+// decision in steady state (a concurrency lease allocates its identifier).
+// Idle keys (bucket full, window empty, no live lease) are removed by one
+// background goroutine that Close stops, so memory is bounded by the number
+// of keys active within their policies' horizon.
+//
+// A lone token bucket check, the commonest decision, takes no lock on its
+// key: it finds the key under its shard's read lock and moves the bucket's
+// state with one compare-and-swap. Every other decision holds the write
+// locks of the shards it touches, which also keeps the lone checks out of
+// its keys while it decides, so that a multi-check decision stays all or
+// nothing.
 //
 // State is per process: use redisstore or pgstore to share limits across a
 // fleet.
@@ -16,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +33,8 @@ import (
 )
 
 const (
-	numShards = 64
+	shardBits = 6
+	numShards = 1 << shardBits
 	// DefaultSweepInterval is how often idle keys are removed unless
 	// WithSweepInterval says otherwise.
 	DefaultSweepInterval = 30 * time.Second
@@ -51,20 +60,40 @@ type Store struct {
 // shard holds the keys whose hash falls in it. Its map is keyed by the
 // key's 64-bit hash, so a decision hashes its key once (that hash also
 // picks the shard); keys with equal hashes share a map slot as a chain.
+//
+// The read lock covers looking keys up and lone token bucket checks; the
+// write lock covers everything else: adding and removing keys, windows,
+// leases, and decisions of several checks.
 type shard struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[uint64]*entry
 	n  int      // keys held
-	_  [32]byte // keep shards on separate cache lines
+	_  [24]byte // keep shards on separate cache lines
 }
+
+// The token bucket state entry.tat holds a time, or one of these.
+const (
+	// tatHeld: a decision holding the shard's write lock works on the
+	// bucket, in entry.held; lone checks wait for the lock.
+	tatHeld = math.MinInt64
+	// tatGone: the entry has left its shard; lone checks look the key up
+	// again.
+	tatGone = math.MinInt64 + 1
+)
 
 // entry is all the state of one key. Each policy kind has its own field, so
 // a key can carry a bucket, a window and leases at once.
 type entry struct {
 	key  driver.Key
 	next *entry // the next key with the same hash
-	tat  int64
-	// idleAt is when every state below is equivalent to an empty one.
+	// tat is the token bucket's theoretical arrival time (zero: full).
+	// Lone token bucket checks change it by compare-and-swap under the read
+	// lock; under the write lock it is changed only through hold.
+	tat atomic.Int64
+	// held is the bucket's tat while tat is tatHeld; write lock only.
+	held int64
+	// The fields below are read and written under the write lock only.
+	// idleAt is when the window and leases are equivalent to empty ones.
 	idleAt int64
 	log    policy.Log
 	leases []policy.Lease
@@ -73,16 +102,18 @@ type entry struct {
 // seed keys the hashes of this process; hashes are never stored outside it.
 var seed = maphash.MakeSeed()
 
-const shardBits = 6 // numShards == 1<<shardBits
-
 // hashKey hashes the key (name, id) given nameHash = maphash.String(seed, name).
 func hashKey(nameHash uint64, id string) uint64 {
 	return (nameHash*0x9e3779b97f4a7c15 + 1) ^ maphash.String(seed, id)
 }
 
+func keyHash(key driver.Key) uint64 {
+	return hashKey(maphash.String(seed, key.Name), key.ID)
+}
+
 func (s *Store) shardOf(h uint64) *shard { return &s.shards[h>>(64-shardBits)] }
 
-// find returns the entry of key, or nil.
+// find returns the entry of key, or nil. It needs one of the locks.
 func (sh *shard) find(h uint64, name, id string) *entry {
 	for e := sh.m[h]; e != nil; e = e.next {
 		if e.key.ID == id && e.key.Name == name {
@@ -92,24 +123,21 @@ func (sh *shard) find(h uint64, name, id string) *entry {
 	return nil
 }
 
-// get returns the entry of key, creating it when missing.
+// get returns the entry of key, creating it when missing. Write lock.
 func (sh *shard) get(h uint64, key driver.Key) *entry {
 	if e := sh.find(h, key.Name, key.ID); e != nil {
 		return e
 	}
-	return sh.insert(h, key)
-}
-
-// insert adds an empty entry for key, which is not in the shard.
-func (sh *shard) insert(h uint64, key driver.Key) *entry {
 	e := &entry{key: key, next: sh.m[h]}
 	sh.m[h] = e
 	sh.n++
 	return e
 }
 
-// remove unlinks e, which is in the chain of h.
+// remove unlinks e, which is in the chain of h, and marks it gone so that a
+// lone check that found it before looks the key up again. Write lock.
 func (sh *shard) remove(h uint64, e *entry) {
+	e.tat.Store(tatGone)
 	head := sh.m[h]
 	if head == e {
 		if e.next == nil {
@@ -129,7 +157,13 @@ func (sh *shard) remove(h uint64, e *entry) {
 	}
 }
 
+// clear removes every entry. Write lock.
 func (sh *shard) clear() {
+	for _, head := range sh.m {
+		for e := head; e != nil; e = e.next {
+			e.tat.Store(tatGone)
+		}
+	}
 	clear(sh.m)
 	sh.n = 0
 }
@@ -179,10 +213,6 @@ func (s *Store) now() int64 {
 	return int64(time.Since(s.base))
 }
 
-func keyHash(key driver.Key) uint64 {
-	return hashKey(maphash.String(seed, key.Name), key.ID)
-}
-
 func (s *Store) check(ctx context.Context) error {
 	if s.closed.Load() {
 		return ErrClosed
@@ -190,14 +220,18 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// lockSet is the sorted set of shards one decision touches, and the hash
-// of each check's key.
+// lockSet is what one locked decision holds: the write locks of the shards
+// it touches (sorted, so that decisions never deadlock), the hash of each
+// check's key, and the buckets it holds (see hold).
 type lockSet struct {
 	hbuf [8]uint64
 	bigH []uint64 // the hashes when there are more than 8 checks
 	idx  [8]uint32
 	n    int
 	big  []uint32
+	hb   [8]*entry
+	nh   int
+	bigB []*entry // the held buckets past 8
 }
 
 // hash returns the hash of check i's key.
@@ -241,6 +275,21 @@ func (ls *lockSet) list() []uint32 {
 	return ls.idx[:ls.n]
 }
 
+// hold takes e's bucket out of the reach of lone checks for the rest of
+// the locked decision: its state moves to e.held, and unlock puts it back.
+func (ls *lockSet) hold(e *entry) {
+	if e.tat.Load() == tatHeld {
+		return // held by this decision already: only write lock holders hold
+	}
+	e.held = e.tat.Swap(tatHeld)
+	if ls.nh < len(ls.hb) {
+		ls.hb[ls.nh] = e
+		ls.nh++
+	} else {
+		ls.bigB = append(ls.bigB, e)
+	}
+}
+
 func (s *Store) lock(ls *lockSet, checks []driver.Check) {
 	if len(checks) > len(ls.hbuf) {
 		ls.bigH = make([]uint64, len(checks))
@@ -260,6 +309,12 @@ func (s *Store) lock(ls *lockSet, checks []driver.Check) {
 }
 
 func (s *Store) unlock(ls *lockSet) {
+	for _, e := range ls.hb[:ls.nh] {
+		e.tat.Store(e.held)
+	}
+	for _, e := range ls.bigB {
+		e.tat.Store(e.held)
+	}
 	l := ls.list()
 	for i := len(l) - 1; i >= 0; i-- {
 		s.shards[l[i]].mu.Unlock()
@@ -284,7 +339,7 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 		return true, nil
 	}
 	if len(checks) == 1 {
-		results[0] = s.one(keyHash(checks[0].Key), &checks[0], int64(checks[0].Policy.Interval()))
+		results[0] = s.decide(keyHash(checks[0].Key), &checks[0])
 		return results[0].Allowed, nil
 	}
 	var ls lockSet
@@ -299,7 +354,7 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 		h := ls.hash(i)
 		e := s.shardOf(h).get(h, c.Key)
 		var u undo
-		results[i] = apply(e, c, int64(c.Policy.Interval()), now, true, &u)
+		results[i] = apply(&ls, e, c, int64(c.Policy.Interval()), now, true, &u)
 		if !results[i].Allowed {
 			allowed = false
 			break
@@ -319,7 +374,7 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 		if e == nil {
 			e = &entry{} // a key after the denied check: never stored
 		}
-		results[i] = apply(e, c, int64(c.Policy.Interval()), now, false, nil)
+		results[i] = apply(&ls, e, c, int64(c.Policy.Interval()), now, false, nil)
 	}
 	return false, nil
 }
@@ -356,43 +411,77 @@ func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost
 		return driver.Result{}, err
 	}
 	h := hashKey(p.nameHash, id)
-	sh := s.shardOf(h)
-	sh.mu.Lock()
-	// The clock is read under the lock, not before it: a time read before
-	// waiting for the lock could be older than the state, which would
-	// refund a full bucket the wait and deny on a stale clock.
-	now := s.now()
-	e := sh.find(h, p.name, id)
-	if e == nil {
-		e = sh.insert(h, driver.Key{Name: p.name, ID: id})
+	if p.policy.Kind != driver.TokenBucket {
+		return s.decideLocked(h, driver.Key{Name: p.name, ID: id}, &p.policy, cost), nil
 	}
-	var o policy.Outcome
-	switch p.policy.Kind {
-	case driver.TokenBucket:
-		o = e.takeBucket(now, p.interval, p.policy.Burst, cost, true)
-	case driver.SlidingWindow:
-		o = e.takeWindow(now, int64(p.policy.Window), p.policy.Limit, cost, true)
-	default:
-		c := driver.Check{Key: e.key, Policy: p.policy, Cost: cost}
-		var u undo
-		r := apply(e, &c, p.interval, now, true, &u)
-		sh.mu.Unlock()
-		return r, nil
-	}
-	sh.mu.Unlock()
-	return result(o, p.capacity, ""), nil
+	o := s.takeBucket(h, p.name, id, p.interval, p.policy.Burst, cost)
+	return driver.Result{
+		Allowed:    o.Allowed,
+		Limit:      p.capacity,
+		Remaining:  o.Remaining,
+		RetryAfter: time.Duration(o.RetryAfter),
+		ResetAfter: time.Duration(o.ResetAfter),
+	}, nil
 }
 
-// one decides a lone check whose key hashes to h.
-func (s *Store) one(h uint64, c *driver.Check, interval int64) driver.Result {
+// decide decides a lone check on key, whose hash is h.
+func (s *Store) decide(h uint64, c *driver.Check) driver.Result {
+	p := &c.Policy
+	if p.Kind == driver.TokenBucket {
+		return result(s.takeBucket(h, c.Key.Name, c.Key.ID, int64(p.Interval()), p.Burst, c.Cost), p.Burst, "")
+	}
+	return s.decideLocked(h, c.Key, p, c.Cost)
+}
+
+// decideLocked decides a lone window or concurrency check under the write
+// lock of its shard.
+func (s *Store) decideLocked(h uint64, key driver.Key, p *driver.Policy, cost int) driver.Result {
 	sh := s.shardOf(h)
 	sh.mu.Lock()
 	now := s.now()
-	e := sh.get(h, c.Key)
+	e := sh.get(h, key)
+	c := driver.Check{Key: key, Policy: *p, Cost: cost}
 	var u undo
-	r := apply(e, c, interval, now, true, &u)
+	r := apply(nil, e, &c, 0, now, true, &u) // not a bucket: nothing to hold
 	sh.mu.Unlock()
 	return r
+}
+
+// takeBucket decides a lone token bucket check without locking the key:
+// it reads the bucket, reads the clock, and stores the new state only if
+// the bucket did not change in between. The clock is read after the bucket,
+// so the times of the decisions that change a bucket increase in the order
+// they take effect, as if each held a lock; no decision is made on a clock
+// older than the state it changes.
+func (s *Store) takeBucket(h uint64, name, id string, interval int64, burst, cost int) policy.Outcome {
+	sh := s.shardOf(h)
+	for {
+		sh.mu.RLock()
+		e := sh.find(h, name, id)
+		sh.mu.RUnlock()
+		if e == nil {
+			sh.mu.Lock()
+			e = sh.get(h, driver.Key{Name: name, ID: id})
+			sh.mu.Unlock()
+		}
+		for {
+			tat := e.tat.Load()
+			if tat == tatGone {
+				break // removed: look the key up again
+			}
+			if tat == tatHeld {
+				// A locked decision holds the bucket, and the shard's write
+				// lock: wait for it.
+				sh.mu.RLock()
+				sh.mu.RUnlock()
+				continue
+			}
+			newTAT, o := policy.BucketTake(tat, s.now(), interval, burst, cost, true)
+			if !o.Allowed || e.tat.CompareAndSwap(tat, newTAT) {
+				return o
+			}
+		}
+	}
 }
 
 // Peek implements driver.Store.
@@ -411,29 +500,33 @@ func (s *Store) Peek(ctx context.Context, checks []driver.Check, results []drive
 		if e == nil {
 			e = &entry{} // not stored: a peek creates nothing
 		}
-		results[i] = apply(e, c, int64(c.Policy.Interval()), now, false, nil)
+		results[i] = apply(&ls, e, c, int64(c.Policy.Interval()), now, false, nil)
 	}
 	return nil
 }
 
-// apply runs one check's policy on e; interval is the policy's emission
-// interval when it is a token bucket. With consume, a passing check is
-// consumed and u records how to undo it.
-func apply(e *entry, c *driver.Check, interval, now int64, consume bool, u *undo) driver.Result {
+// apply runs one check's policy on e, under the write lock of e's shard,
+// which ls records; interval is the policy's emission interval when it is
+// a token bucket. With consume, a passing check is consumed and u records
+// how to undo it.
+func apply(ls *lockSet, e *entry, c *driver.Check, interval, now int64, consume bool, u *undo) driver.Result {
 	p := &c.Policy
 	var o policy.Outcome
 	var lease string
 	switch p.Kind {
 	case driver.TokenBucket:
-		old := e.tat
-		o = e.takeBucket(now, interval, p.Burst, c.Cost, consume)
+		ls.hold(e)
+		old := e.held
+		e.held, o = policy.BucketTake(e.held, now, interval, p.Burst, c.Cost, consume)
 		if consume && o.Allowed {
 			*u = undo{e: e, kind: driver.TokenBucket, tat: old}
 		}
 	case driver.SlidingWindow:
-		o = e.takeWindow(now, int64(p.Window), p.Limit, c.Cost, consume)
+		w := int64(p.Window)
+		o = e.log.Take(now, w, p.Limit, c.Cost, consume)
 		if consume && o.Allowed {
 			*u = undo{e: e, kind: driver.SlidingWindow, cost: c.Cost}
+			e.bump(now + w)
 		}
 	case driver.Concurrency:
 		e.leases = policy.ExpireLeases(e.leases, now)
@@ -462,25 +555,6 @@ func result(o policy.Outcome, limit int, lease string) driver.Result {
 	}
 }
 
-// takeBucket applies a token bucket check to e.
-func (e *entry) takeBucket(now, interval int64, burst, cost int, consume bool) policy.Outcome {
-	var o policy.Outcome
-	e.tat, o = policy.BucketTake(e.tat, now, interval, burst, cost, consume)
-	if consume && o.Allowed {
-		e.bump(e.tat)
-	}
-	return o
-}
-
-// takeWindow applies a sliding window check to e.
-func (e *entry) takeWindow(now, window int64, limit, cost int, consume bool) policy.Outcome {
-	o := e.log.Take(now, window, limit, cost, consume)
-	if consume && o.Allowed {
-		e.bump(now + window)
-	}
-	return o
-}
-
 func (e *entry) bump(t int64) {
 	if t > e.idleAt {
 		e.idleAt = t
@@ -490,7 +564,7 @@ func (e *entry) bump(t int64) {
 func (u *undo) rollback() {
 	switch u.kind {
 	case driver.TokenBucket:
-		u.e.tat = u.tat
+		u.e.held = u.tat
 	case driver.SlidingWindow:
 		u.e.log.Unappend(u.cost)
 	case driver.Concurrency:
@@ -575,9 +649,9 @@ func (s *Store) Len() int {
 	n := 0
 	for i := range s.shards {
 		sh := &s.shards[i]
-		sh.mu.Lock()
+		sh.mu.RLock()
 		n += sh.n
-		sh.mu.Unlock()
+		sh.mu.RUnlock()
 	}
 	return n
 }
@@ -592,7 +666,9 @@ func (s *Store) Sweep() {
 		now := s.now()
 		for h, head := range sh.m {
 			for e := head; e != nil; e = e.next {
-				if e.idleAt <= now {
+				// A lone check may take from the bucket meanwhile: the
+				// swap succeeds only on a bucket that is still full.
+				if tat := e.tat.Load(); e.idleAt <= now && tat <= now && e.tat.CompareAndSwap(tat, tatGone) {
 					sh.remove(h, e)
 				}
 			}
