@@ -2,6 +2,9 @@ package memstore_test
 
 import (
 	"context"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,5 +79,141 @@ func TestDecideAllocsNothing(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { s.Decide(ctx, multi, res) }); n != 0 {
 		t.Fatalf("two-check Decide allocates %v per call", n)
+	}
+}
+
+// TestLoneAndLockedDecisionsShareBuckets hammers one token bucket with lone
+// checks (which take no lock on the key), two-check decisions that pass,
+// two-check decisions that always fail on their second check, peeks and
+// sweeps, all at once, on a stopped clock: exactly burst units may be taken,
+// and the failing decisions must take none of them.
+func TestLoneAndLockedDecisionsShareBuckets(t *testing.T) {
+	clk := storetest.NewClock()
+	s := memstore.New(memstore.WithClock(clk.Now))
+	defer s.Close()
+	ctx := context.Background()
+	const burst = 50000
+	hot := driver.Check{Key: driver.Key{Name: "hot"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: burst}, Cost: 1}
+	wide := driver.Check{Key: driver.Key{Name: "wide"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 1 << 30, Window: time.Hour}, Cost: 1}
+	shut := driver.Check{Key: driver.Key{Name: "shut"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 1}, Cost: 1}
+	if ok, _ := s.Decide(ctx, []driver.Check{shut}, make([]driver.Result, 1)); !ok {
+		t.Fatal("first take of shut denied")
+	}
+	p := memstore.Prepare("hot", hot.Policy)
+
+	var taken, wrong atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	run := func(n int, fn func()) {
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for i := range 8000 {
+					fn()
+					if i%8 == 0 {
+						runtime.Gosched() // interleave the kinds of decision on both Ps
+					}
+				}
+			}()
+		}
+	}
+	run(3, func() {
+		if r, _ := s.DecidePrepared(ctx, p, "", 1); r.Allowed {
+			taken.Add(1)
+		}
+	})
+	run(3, func() {
+		res := make([]driver.Result, 1)
+		if ok, _ := s.Decide(ctx, []driver.Check{hot}, res); ok {
+			taken.Add(1)
+		}
+	})
+	run(2, func() {
+		res := make([]driver.Result, 2)
+		if ok, _ := s.Decide(ctx, []driver.Check{wide, hot}, res); ok {
+			taken.Add(1)
+		}
+	})
+	run(2, func() {
+		res := make([]driver.Result, 2)
+		if ok, _ := s.Decide(ctx, []driver.Check{hot, shut}, res); ok {
+			wrong.Add(1)
+		}
+	})
+	run(1, func() {
+		res := make([]driver.Result, 1)
+		s.Peek(ctx, []driver.Check{hot}, res)
+		s.Sweep()
+	})
+	close(start)
+	wg.Wait()
+	if wrong.Load() != 0 {
+		t.Fatalf("%d decisions passed a check that cannot pass", wrong.Load())
+	}
+	if got := taken.Load(); got != burst {
+		t.Fatalf("took %d units from a bucket of %d on a stopped clock", got, burst)
+	}
+	res := make([]driver.Result, 1)
+	s.Peek(ctx, []driver.Check{hot}, res)
+	if res[0].Allowed || res[0].Remaining != 0 {
+		t.Fatalf("after the hammer: %+v, want an empty bucket", res[0])
+	}
+}
+
+// TestSweepDuringLoneChecks refills a bucket and sweeps it (a full bucket is
+// idle, so the sweep removes it) while lone checks drain it: a check that
+// found the entry before it left must not take from the removed bucket,
+// where its unit would be lost and admitted again. Draining a bucket whose
+// clock moved by d must admit exactly rate*d + burst.
+func TestSweepDuringLoneChecks(t *testing.T) {
+	clk := storetest.NewClock()
+	s := memstore.New(memstore.WithClock(clk.Now))
+	defer s.Close()
+	ctx := context.Background()
+	const burst, rounds, step = 10, 2000, 10 * time.Millisecond // 1000/s: each step refills the bucket
+	p := memstore.Prepare("k", driver.Policy{Kind: driver.TokenBucket, Rate: 1000, Burst: burst})
+	var taken atomic.Int64
+	take := func() bool {
+		r, _ := s.DecidePrepared(ctx, p, "id", 1)
+		if r.Allowed {
+			taken.Add(1)
+		}
+		return r.Allowed
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)-1) { // leave a P to the sweeping goroutine
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					take()
+				}
+			}
+		}()
+	}
+	peek := []driver.Check{{Key: driver.Key{Name: "k", ID: "id"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1000, Burst: burst}, Cost: 1}}
+	res := make([]driver.Result, 1)
+	for range rounds {
+		// Wait for the hammer to drain the bucket, so that no refill is
+		// lost to the bucket's cap and the count below is exact.
+		for s.Peek(ctx, peek, res); res[0].Remaining > 0; s.Peek(ctx, peek, res) {
+			runtime.Gosched()
+		}
+		clk.Advance(step)
+		s.Sweep()
+	}
+	close(stop)
+	wg.Wait()
+	for take() {
+	}
+	if got, want := taken.Load(), int64(rounds*burst+burst); got != want {
+		t.Fatalf("admitted %d, want exactly %d (1000/s for %v, plus the burst)", got, want, rounds*step)
 	}
 }
