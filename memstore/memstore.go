@@ -83,18 +83,28 @@ const (
 
 // entry is all the state of one key. Each policy kind has its own field, so
 // a key can carry a bucket, a window and leases at once.
+//
+// An entry is 192 bytes, a size class whose objects start on 64-byte
+// boundaries, laid out so that the bucket, which lone checks on other CPUs
+// write, has a cache line of its own: the key, which every lookup reads,
+// stays shared in the caches of all CPUs.
 type entry struct {
 	key  driver.Key
 	next *entry // the next key with the same hash
+	// held is the bucket's tat while tat is tatHeld; write lock only.
+	held int64
+	// idleAt is when the window and leases are equivalent to empty ones;
+	// write lock only.
+	idleAt int64
+	_      [8]byte
+
 	// tat is the token bucket's theoretical arrival time (zero: full).
 	// Lone token bucket checks change it by compare-and-swap under the read
 	// lock; under the write lock it is changed only through hold.
 	tat atomic.Int64
-	// held is the bucket's tat while tat is tatHeld; write lock only.
-	held int64
-	// The fields below are read and written under the write lock only.
-	// idleAt is when the window and leases are equivalent to empty ones.
-	idleAt int64
+	_   [56]byte
+
+	// Write lock only.
 	log    policy.Log
 	leases []policy.Lease
 }
@@ -460,21 +470,18 @@ func (s *Store) takeBucket(h uint64, name, id string, interval int64, burst, cos
 		e := sh.find(h, name, id)
 		sh.mu.RUnlock()
 		if e == nil {
-			sh.mu.Lock()
-			e = sh.get(h, driver.Key{Name: name, ID: id})
-			sh.mu.Unlock()
+			e = sh.add(h, name, id)
 		}
 		for {
 			tat := e.tat.Load()
-			if tat == tatGone {
-				break // removed: look the key up again
-			}
-			if tat == tatHeld {
-				// A locked decision holds the bucket, and the shard's write
-				// lock: wait for it.
-				sh.mu.RLock()
-				sh.mu.RUnlock()
-				continue
+			if tat < 0 { // tatHeld or tatGone: times are never negative
+				if tat == tatHeld {
+					// A locked decision holds the bucket and the shard's
+					// write lock: wait for the lock.
+					sh.mu.RLock()
+					sh.mu.RUnlock()
+				}
+				break // and look the key up again
 			}
 			newTAT, o := policy.BucketTake(tat, s.now(), interval, burst, cost, true)
 			if !o.Allowed || e.tat.CompareAndSwap(tat, newTAT) {
@@ -482,6 +489,13 @@ func (s *Store) takeBucket(h uint64, name, id string, interval int64, burst, cos
 			}
 		}
 	}
+}
+
+// add returns the entry of the key (name, id), creating it when missing.
+func (sh *shard) add(h uint64, name, id string) *entry {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.get(h, driver.Key{Name: name, ID: id})
 }
 
 // Peek implements driver.Store.
