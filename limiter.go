@@ -239,8 +239,8 @@ func (l *Limiter) decideBounded(ctx context.Context, h *storeHandle, key driver.
 // which decides it by value with the rule's prepared policy: no scratch
 // buffers, nothing on the heap.
 func (rs *ruleState) decideOne(ctx context.Context, h *storeHandle, key driver.Key, cost int) (attempt, error) {
-	r, err := h.mem.DecidePrepared(ctx, rs.prep, key.ID, cost)
-	if err != nil {
+	var r driver.Result
+	if err := h.mem.DecidePrepared(ctx, rs.prep, key.ID, cost, &r); err != nil {
 		return attempt{}, err
 	}
 	a := attempt{d: Decision{Allowed: r.Allowed, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name}}
@@ -344,8 +344,8 @@ func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error)
 	// failure. A store error (closed, or ctx done) consumed nothing and
 	// goes to the general path, which reports it.
 	if h := rs.store.Load(); rs.quick && len(opts) == 0 && h.mem != nil && h.callTimeout == 0 && h.br.clean() {
-		r, err := h.mem.DecidePrepared(ctx, rs.prep, l.skey().ID, 1)
-		if err == nil {
+		var r driver.Result
+		if err := h.mem.DecidePrepared(ctx, rs.prep, l.skey().ID, 1, &r); err == nil {
 			if r.Allowed {
 				rs.m.acquisitions.Add(1)
 				return Decision{Allowed: true, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name, Lease: noLease}, nil

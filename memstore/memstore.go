@@ -349,7 +349,9 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 		return true, nil
 	}
 	if len(checks) == 1 {
-		results[0] = s.decide(keyHash(checks[0].Key), &checks[0])
+		c := &checks[0]
+		p := prepare(c.Key.Name, c.Policy)
+		s.decide(&p, hashKey(p.nameHash, c.Key.ID), c.Key.ID, c.Cost, &results[0])
 		return results[0].Allowed, nil
 	}
 	var ls lockSet
@@ -402,7 +404,12 @@ type Prepared struct {
 
 // Prepare returns p prepared for deciding keys named name.
 func Prepare(name string, p driver.Policy) *Prepared {
-	return &Prepared{
+	pp := prepare(name, p)
+	return &pp
+}
+
+func prepare(name string, p driver.Policy) Prepared {
+	return Prepared{
 		name:     name,
 		nameHash: maphash.String(seed, name),
 		policy:   p,
@@ -412,65 +419,38 @@ func Prepare(name string, p driver.Policy) *Prepared {
 }
 
 // DecidePrepared decides one check of cost on the key (p's name, id) and
-// returns what Decide would for that single check. It exists for callers
-// that decide one policy per request, such as the ratesync package: it
-// hashes the key once and allocates nothing (except the identifier of a
-// concurrency lease).
-func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost int) (driver.Result, error) {
+// stores in *r what Decide would return for that single check. It exists
+// for callers that decide one policy per request, such as the ratesync
+// package: it hashes the key once and allocates nothing (except the
+// identifier of a concurrency lease). On error *r is left as it was.
+func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost int, r *driver.Result) error {
 	if err := s.check(ctx); err != nil {
-		return driver.Result{}, err
+		return err
 	}
-	h := hashKey(p.nameHash, id)
+	s.decide(p, hashKey(p.nameHash, id), id, cost, r)
+	return nil
+}
+
+// decide decides a lone check on the key (p.name, id), whose hash is h.
+//
+// A token bucket check locks nothing on the key: it reads the bucket,
+// reads the clock, and stores the new state only if the bucket did not
+// change in between. The clock is read after the bucket, so the times of
+// the decisions that change a bucket increase in the order they take
+// effect, as if each held a lock; no decision is made on a clock older than
+// the state it changes.
+func (s *Store) decide(p *Prepared, h uint64, id string, cost int, r *driver.Result) {
 	if p.policy.Kind != driver.TokenBucket {
-		return s.decideLocked(h, driver.Key{Name: p.name, ID: id}, &p.policy, cost), nil
+		*r = s.decideLocked(p, h, id, cost)
+		return
 	}
-	o := s.takeBucket(h, p.name, id, p.interval, p.policy.Burst, cost)
-	return driver.Result{
-		Allowed:    o.Allowed,
-		Limit:      p.capacity,
-		Remaining:  o.Remaining,
-		RetryAfter: time.Duration(o.RetryAfter),
-		ResetAfter: time.Duration(o.ResetAfter),
-	}, nil
-}
-
-// decide decides a lone check on key, whose hash is h.
-func (s *Store) decide(h uint64, c *driver.Check) driver.Result {
-	p := &c.Policy
-	if p.Kind == driver.TokenBucket {
-		return result(s.takeBucket(h, c.Key.Name, c.Key.ID, int64(p.Interval()), p.Burst, c.Cost), p.Burst, "")
-	}
-	return s.decideLocked(h, c.Key, p, c.Cost)
-}
-
-// decideLocked decides a lone window or concurrency check under the write
-// lock of its shard.
-func (s *Store) decideLocked(h uint64, key driver.Key, p *driver.Policy, cost int) driver.Result {
-	sh := s.shardOf(h)
-	sh.mu.Lock()
-	now := s.now()
-	e := sh.get(h, key)
-	c := driver.Check{Key: key, Policy: *p, Cost: cost}
-	var u undo
-	r := apply(nil, e, &c, 0, now, true, &u) // not a bucket: nothing to hold
-	sh.mu.Unlock()
-	return r
-}
-
-// takeBucket decides a lone token bucket check without locking the key:
-// it reads the bucket, reads the clock, and stores the new state only if
-// the bucket did not change in between. The clock is read after the bucket,
-// so the times of the decisions that change a bucket increase in the order
-// they take effect, as if each held a lock; no decision is made on a clock
-// older than the state it changes.
-func (s *Store) takeBucket(h uint64, name, id string, interval int64, burst, cost int) policy.Outcome {
 	sh := s.shardOf(h)
 	for {
 		sh.mu.RLock()
-		e := sh.find(h, name, id)
+		e := sh.find(h, p.name, id)
 		sh.mu.RUnlock()
 		if e == nil {
-			e = sh.add(h, name, id)
+			e = sh.add(h, p.name, id)
 		}
 		for {
 			tat := e.tat.Load()
@@ -483,9 +463,16 @@ func (s *Store) takeBucket(h uint64, name, id string, interval int64, burst, cos
 				}
 				break // and look the key up again
 			}
-			newTAT, o := policy.BucketTake(tat, s.now(), interval, burst, cost, true)
+			newTAT, o := policy.BucketTake(tat, s.now(), p.interval, p.policy.Burst, cost, true)
 			if !o.Allowed || e.tat.CompareAndSwap(tat, newTAT) {
-				return o
+				*r = driver.Result{
+					Allowed:    o.Allowed,
+					Limit:      p.capacity,
+					Remaining:  o.Remaining,
+					RetryAfter: time.Duration(o.RetryAfter),
+					ResetAfter: time.Duration(o.ResetAfter),
+				}
+				return
 			}
 		}
 	}
@@ -496,6 +483,20 @@ func (sh *shard) add(h uint64, name, id string) *entry {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	return sh.get(h, driver.Key{Name: name, ID: id})
+}
+
+// decideLocked decides a lone window or concurrency check under the write
+// lock of its shard.
+func (s *Store) decideLocked(p *Prepared, h uint64, id string, cost int) driver.Result {
+	sh := s.shardOf(h)
+	sh.mu.Lock()
+	now := s.now()
+	e := sh.get(h, driver.Key{Name: p.name, ID: id})
+	c := driver.Check{Key: e.key, Policy: p.policy, Cost: cost}
+	var u undo
+	r := apply(nil, e, &c, 0, now, true, &u) // not a bucket: nothing to hold
+	sh.mu.Unlock()
+	return r
 }
 
 // Peek implements driver.Store.

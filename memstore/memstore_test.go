@@ -120,7 +120,8 @@ func TestLoneAndLockedDecisionsShareBuckets(t *testing.T) {
 		}
 	}
 	run(3, func() {
-		if r, _ := s.DecidePrepared(ctx, p, "", 1); r.Allowed {
+		var r driver.Result
+		if err := s.DecidePrepared(ctx, p, "", 1, &r); err == nil && r.Allowed {
 			taken.Add(1)
 		}
 	})
@@ -176,7 +177,8 @@ func TestSweepDuringLoneChecks(t *testing.T) {
 	p := memstore.Prepare("k", driver.Policy{Kind: driver.TokenBucket, Rate: 1000, Burst: burst})
 	var taken atomic.Int64
 	take := func() bool {
-		r, _ := s.DecidePrepared(ctx, p, "id", 1)
+		var r driver.Result
+		s.DecidePrepared(ctx, p, "id", 1, &r)
 		if r.Allowed {
 			taken.Add(1)
 		}
