@@ -84,29 +84,36 @@ const (
 // entry is all the state of one key. Each policy kind has its own field, so
 // a key can carry a bucket, a window and leases at once.
 //
-// An entry is 192 bytes, a size class whose objects start on 64-byte
-// boundaries, laid out so that the bucket, which lone checks on other CPUs
-// write, has a cache line of its own: the key, which every lookup reads,
-// stays shared in the caches of all CPUs.
+// An entry is 64 bytes, a size class whose objects fill one cache line
+// each: a lone token bucket check, which reads the key and the bucket,
+// touches one line, and a million keys of token buckets take 64 MB of
+// entries. Windows and leases, in x, are allocated on first use.
 type entry struct {
 	key  driver.Key
 	next *entry // the next key with the same hash
-	// held is the bucket's tat while tat is tatHeld; write lock only.
-	held int64
-	// idleAt is when the window and leases are equivalent to empty ones;
-	// write lock only.
-	idleAt int64
-	_      [8]byte
-
 	// tat is the token bucket's theoretical arrival time (zero: full).
 	// Lone token bucket checks change it by compare-and-swap under the read
 	// lock; under the write lock it is changed only through hold.
 	tat atomic.Int64
-	_   [56]byte
+	// held is the bucket's tat while tat is tatHeld; write lock only.
+	held int64
+	x    *extra // write lock only
+}
 
-	// Write lock only.
+// extra is the window and lease state of a key.
+type extra struct {
+	// idleAt is when the window and leases are equivalent to empty ones.
+	idleAt int64
 	log    policy.Log
 	leases []policy.Lease
+}
+
+// ext returns e's window and lease state, creating it. Write lock.
+func (e *entry) ext() *extra {
+	if e.x == nil {
+		e.x = new(extra)
+	}
+	return e.x
 }
 
 // seed keys the hashes of this process; hashes are never stored outside it.
@@ -537,23 +544,25 @@ func apply(ls *lockSet, e *entry, c *driver.Check, interval, now int64, consume 
 			*u = undo{e: e, kind: driver.TokenBucket, tat: old}
 		}
 	case driver.SlidingWindow:
+		x := e.ext()
 		w := int64(p.Window)
-		o = e.log.Take(now, w, p.Limit, c.Cost, consume)
+		o = x.log.Take(now, w, p.Limit, c.Cost, consume)
 		if consume && o.Allowed {
 			*u = undo{e: e, kind: driver.SlidingWindow, cost: c.Cost}
-			e.bump(now + w)
+			x.bump(now + w)
 		}
 	case driver.Concurrency:
-		e.leases = policy.ExpireLeases(e.leases, now)
-		o = policy.LeaseCheck(e.leases, now, p.MaxConcurrent)
+		x := e.ext()
+		x.leases = policy.ExpireLeases(x.leases, now)
+		o = policy.LeaseCheck(x.leases, now, p.MaxConcurrent)
 		if consume && o.Allowed {
 			lease = driver.NewLeaseID()
 			exp := now + int64(p.LeaseTTL)
-			e.leases = append(e.leases, policy.Lease{ID: lease, Expiry: exp})
-			o = policy.LeaseCheck(e.leases, now, p.MaxConcurrent)
+			x.leases = append(x.leases, policy.Lease{ID: lease, Expiry: exp})
+			o = policy.LeaseCheck(x.leases, now, p.MaxConcurrent)
 			o.Allowed = true
 			*u = undo{e: e, kind: driver.Concurrency, lease: lease}
-			e.bump(exp)
+			x.bump(exp)
 		}
 	}
 	return result(o, p.Capacity(), lease)
@@ -570,9 +579,9 @@ func result(o policy.Outcome, limit int, lease string) driver.Result {
 	}
 }
 
-func (e *entry) bump(t int64) {
-	if t > e.idleAt {
-		e.idleAt = t
+func (x *extra) bump(t int64) {
+	if t > x.idleAt {
+		x.idleAt = t
 	}
 }
 
@@ -581,9 +590,9 @@ func (u *undo) rollback() {
 	case driver.TokenBucket:
 		u.e.held = u.tat
 	case driver.SlidingWindow:
-		u.e.log.Unappend(u.cost)
+		u.e.x.log.Unappend(u.cost)
 	case driver.Concurrency:
-		u.e.leases, _ = policy.RemoveLease(u.e.leases, u.lease)
+		u.e.x.leases, _ = policy.RemoveLease(u.e.x.leases, u.lease)
 	}
 }
 
@@ -595,8 +604,8 @@ func (s *Store) Release(ctx context.Context, key driver.Key, lease string) error
 	h := keyHash(key)
 	sh := s.shardOf(h)
 	sh.mu.Lock()
-	if e := sh.find(h, key.Name, key.ID); e != nil {
-		e.leases, _ = policy.RemoveLease(e.leases, lease)
+	if e := sh.find(h, key.Name, key.ID); e != nil && e.x != nil {
+		e.x.leases, _ = policy.RemoveLease(e.x.leases, lease)
 	}
 	sh.mu.Unlock()
 	return nil
@@ -612,15 +621,16 @@ func (s *Store) Extend(ctx context.Context, key driver.Key, lease string, ttl ti
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e := sh.find(h, key.Name, key.ID)
-	if e == nil {
+	if e == nil || e.x == nil {
 		return false, nil
 	}
+	x := e.x
 	now := s.now()
-	e.leases = policy.ExpireLeases(e.leases, now)
-	for i := range e.leases {
-		if e.leases[i].ID == lease {
-			e.leases[i].Expiry = now + int64(ttl)
-			e.bump(e.leases[i].Expiry)
+	x.leases = policy.ExpireLeases(x.leases, now)
+	for i := range x.leases {
+		if x.leases[i].ID == lease {
+			x.leases[i].Expiry = now + int64(ttl)
+			x.bump(x.leases[i].Expiry)
 			return true, nil
 		}
 	}
@@ -683,7 +693,7 @@ func (s *Store) Sweep() {
 			for e := head; e != nil; e = e.next {
 				// A lone check may take from the bucket meanwhile: the
 				// swap succeeds only on a bucket that is still full.
-				if tat := e.tat.Load(); e.idleAt <= now && tat <= now && e.tat.CompareAndSwap(tat, tatGone) {
+				if tat := e.tat.Load(); (e.x == nil || e.x.idleAt <= now) && tat <= now && e.tat.CompareAndSwap(tat, tatGone) {
 					sh.remove(h, e)
 				}
 			}
