@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -240,12 +241,18 @@ func TestApplyConfigIsAllOrNothing(t *testing.T) {
 	}
 }
 
-func TestStoresRedactSecrets(t *testing.T) {
+// registerSecretEngine registers the engine of TestStoresRedactSecrets
+// once per test binary, so that the test can run with -count > 1.
+var registerSecretEngine = sync.OnceFunc(func() {
 	ratesync.RegisterEngine("test-secret", func(cfg *ratesync.StoreConfig) (ratesyncStore, error) {
 		cfg.String("url", "")
 		cfg.String("password", "")
 		return newMem(), nil
 	})
+})
+
+func TestStoresRedactSecrets(t *testing.T) {
+	registerSecretEngine()
 	r := loadString(t, "[stores.s]\nengine = \"test-secret\"\nurl = \"redis://user:hunter2@host:6379/0\"\npassword = \"hunter2\"\n")
 	info := r.Stores()[0]
 	for k, v := range info.Options {

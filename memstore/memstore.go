@@ -8,11 +8,11 @@
 // background goroutine that Close stops, so memory is bounded by the number
 // of keys active within their policies' horizon.
 //
-// A lone token bucket check, the commonest decision, takes no lock on its
-// key: it finds the key under its shard's read lock and moves the bucket's
-// state with one compare-and-swap. Every other decision holds the write
-// locks of the shards it touches, which also keeps the lone checks out of
-// its keys while it decides, so that a multi-check decision stays all or
+// A lone token bucket check, the commonest decision, takes no lock: it finds
+// its key in its shard's index without locking and moves the bucket's state
+// with one compare-and-swap. Every other decision holds the
+// locks of the shards it touches and keeps the lone checks out of the
+// buckets it decides on, so that a multi-check decision stays all or
 // nothing.
 //
 // State is per process: use redisstore or pgstore to share limits across a
@@ -57,24 +57,21 @@ type Store struct {
 	closed     atomic.Bool
 }
 
-// shard holds the keys whose hash falls in it. Its map is keyed by the
-// key's 64-bit hash, so a decision hashes its key once (that hash also
-// picks the shard); keys with equal hashes share a map slot as a chain.
-//
-// The read lock covers looking keys up and lone token bucket checks; the
-// write lock covers everything else: adding and removing keys, windows,
-// leases, and decisions of several checks.
+// shard holds the keys whose hash falls in it, in an index keyed by the
+// key's 64-bit hash: a decision hashes its key once (that hash also picks
+// the shard). mu covers the index and the entries, except what lone token
+// bucket checks do without it (see index and entry).
 type shard struct {
-	mu sync.RWMutex
-	m  map[uint64]*entry
-	n  int      // keys held
-	_  [24]byte // keep shards on separate cache lines
+	mu    sync.Mutex
+	index atomic.Pointer[index]
+	n     int      // keys held
+	_     [40]byte // keep shards on separate cache lines
 }
 
 // The token bucket state entry.tat holds a time, or one of these.
 const (
-	// tatHeld: a decision holding the shard's write lock works on the
-	// bucket, in entry.held; lone checks wait for the lock.
+	// tatHeld: a decision holding the shard's lock works on the bucket, in
+	// entry.held; lone checks wait for the lock.
 	tatHeld = math.MinInt64
 	// tatGone: the entry has left its shard; lone checks look the key up
 	// again.
@@ -90,14 +87,14 @@ const (
 // entries. Windows and leases, in x, are allocated on first use.
 type entry struct {
 	key  driver.Key
-	next *entry // the next key with the same hash
+	hash uint64 // of key
 	// tat is the token bucket's theoretical arrival time (zero: full).
-	// Lone token bucket checks change it by compare-and-swap under the read
-	// lock; under the write lock it is changed only through hold.
+	// Lone token bucket checks change it by compare-and-swap without a
+	// lock; holders of the shard's lock change it only through hold.
 	tat atomic.Int64
-	// held is the bucket's tat while tat is tatHeld; write lock only.
+	// held is the bucket's tat while tat is tatHeld; shard lock only.
 	held int64
-	x    *extra // write lock only
+	x    *extra // shard lock only
 }
 
 // extra is the window and lease state of a key.
@@ -108,7 +105,7 @@ type extra struct {
 	leases []policy.Lease
 }
 
-// ext returns e's window and lease state, creating it. Write lock.
+// ext returns e's window and lease state, creating it. Shard lock.
 func (e *entry) ext() *extra {
 	if e.x == nil {
 		e.x = new(extra)
@@ -129,61 +126,6 @@ func keyHash(key driver.Key) uint64 {
 }
 
 func (s *Store) shardOf(h uint64) *shard { return &s.shards[h>>(64-shardBits)] }
-
-// find returns the entry of key, or nil. It needs one of the locks.
-func (sh *shard) find(h uint64, name, id string) *entry {
-	for e := sh.m[h]; e != nil; e = e.next {
-		if e.key.ID == id && e.key.Name == name {
-			return e
-		}
-	}
-	return nil
-}
-
-// get returns the entry of key, creating it when missing. Write lock.
-func (sh *shard) get(h uint64, key driver.Key) *entry {
-	if e := sh.find(h, key.Name, key.ID); e != nil {
-		return e
-	}
-	e := &entry{key: key, next: sh.m[h]}
-	sh.m[h] = e
-	sh.n++
-	return e
-}
-
-// remove unlinks e, which is in the chain of h, and marks it gone so that a
-// lone check that found it before looks the key up again. Write lock.
-func (sh *shard) remove(h uint64, e *entry) {
-	e.tat.Store(tatGone)
-	head := sh.m[h]
-	if head == e {
-		if e.next == nil {
-			delete(sh.m, h)
-		} else {
-			sh.m[h] = e.next
-		}
-		sh.n--
-		return
-	}
-	for p := head; p != nil; p = p.next {
-		if p.next == e {
-			p.next = e.next
-			sh.n--
-			return
-		}
-	}
-}
-
-// clear removes every entry. Write lock.
-func (sh *shard) clear() {
-	for _, head := range sh.m {
-		for e := head; e != nil; e = e.next {
-			e.tat.Store(tatGone)
-		}
-	}
-	clear(sh.m)
-	sh.n = 0
-}
 
 // Option configures a Store.
 type Option func(*Store)
@@ -217,7 +159,7 @@ func New(opts ...Option) *Store {
 		s.base = time.Now()
 	}
 	for i := range s.shards {
-		s.shards[i].m = make(map[uint64]*entry)
+		s.shards[i].index.Store(newIndex(0))
 	}
 	go s.sweeper(s.sweepEvery)
 	return s
@@ -237,7 +179,7 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// lockSet is what one locked decision holds: the write locks of the shards
+// lockSet is what one locked decision holds: the locks of the shards
 // it touches (sorted, so that decisions never deadlock), the hash of each
 // check's key, and the buckets it holds (see hold).
 type lockSet struct {
@@ -296,7 +238,7 @@ func (ls *lockSet) list() []uint32 {
 // the locked decision: its state moves to e.held, and unlock puts it back.
 func (ls *lockSet) hold(e *entry) {
 	if e.tat.Load() == tatHeld {
-		return // held by this decision already: only write lock holders hold
+		return // held by this decision already: only lock holders hold
 	}
 	e.held = e.tat.Swap(tatHeld)
 	if ls.nh < len(ls.hb) {
@@ -452,44 +394,44 @@ func (s *Store) decide(p *Prepared, h uint64, id string, cost int, r *driver.Res
 		return
 	}
 	sh := s.shardOf(h)
+	e := sh.index.Load().lookup(h, p.name, id)
+	if e == nil {
+		e = sh.add(h, p.name, id)
+	}
 	for {
-		sh.mu.RLock()
-		e := sh.find(h, p.name, id)
-		sh.mu.RUnlock()
-		if e == nil {
-			e = sh.add(h, p.name, id)
+		tat := e.tat.Load()
+		if tat < 0 { // tatHeld or tatGone: times are never negative
+			if tat == tatHeld {
+				// A locked decision holds the bucket and the shard's lock:
+				// wait for the lock.
+				sh.mu.Lock()
+				sh.mu.Unlock()
+				continue
+			}
+			e = sh.add(h, p.name, id) // removed: find the key's new entry
+			continue
 		}
-		for {
-			tat := e.tat.Load()
-			if tat < 0 { // tatHeld or tatGone: times are never negative
-				if tat == tatHeld {
-					// A locked decision holds the bucket and the shard's
-					// write lock: wait for the lock.
-					sh.mu.RLock()
-					sh.mu.RUnlock()
-				}
-				break // and look the key up again
+		newTAT, o := policy.BucketTake(tat, s.now(), p.interval, p.policy.Burst, cost, true)
+		if !o.Allowed || e.tat.CompareAndSwap(tat, newTAT) {
+			*r = driver.Result{
+				Allowed:    o.Allowed,
+				Limit:      p.capacity,
+				Remaining:  o.Remaining,
+				RetryAfter: time.Duration(o.RetryAfter),
+				ResetAfter: time.Duration(o.ResetAfter),
 			}
-			newTAT, o := policy.BucketTake(tat, s.now(), p.interval, p.policy.Burst, cost, true)
-			if !o.Allowed || e.tat.CompareAndSwap(tat, newTAT) {
-				*r = driver.Result{
-					Allowed:    o.Allowed,
-					Limit:      p.capacity,
-					Remaining:  o.Remaining,
-					RetryAfter: time.Duration(o.RetryAfter),
-					ResetAfter: time.Duration(o.ResetAfter),
-				}
-				return
-			}
+			return
 		}
 	}
 }
 
-// add returns the entry of the key (name, id), creating it when missing.
+// add returns the entry of the key (name, id), creating it when missing,
+// for a lone check that did not find it without the lock.
 func (sh *shard) add(h uint64, name, id string) *entry {
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.get(h, driver.Key{Name: name, ID: id})
+	e := sh.get(h, driver.Key{Name: name, ID: id})
+	sh.mu.Unlock()
+	return e
 }
 
 // decideLocked decides a lone window or concurrency check under the write
@@ -527,7 +469,7 @@ func (s *Store) Peek(ctx context.Context, checks []driver.Check, results []drive
 	return nil
 }
 
-// apply runs one check's policy on e, under the write lock of e's shard,
+// apply runs one check's policy on e, under the lock of e's shard,
 // which ls records; interval is the policy's emission interval when it is
 // a token bucket. With consume, a passing check is consumed and u records
 // how to undo it.
@@ -646,7 +588,7 @@ func (s *Store) Reset(ctx context.Context, key driver.Key) error {
 	sh := s.shardOf(h)
 	sh.mu.Lock()
 	if e := sh.find(h, key.Name, key.ID); e != nil {
-		sh.remove(h, e)
+		sh.remove(e)
 	}
 	sh.mu.Unlock()
 	return nil
@@ -674,9 +616,9 @@ func (s *Store) Len() int {
 	n := 0
 	for i := range s.shards {
 		sh := &s.shards[i]
-		sh.mu.RLock()
+		sh.mu.Lock()
 		n += sh.n
-		sh.mu.RUnlock()
+		sh.mu.Unlock()
 	}
 	return n
 }
@@ -689,15 +631,13 @@ func (s *Store) Sweep() {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		now := s.now()
-		for h, head := range sh.m {
-			for e := head; e != nil; e = e.next {
-				// A lone check may take from the bucket meanwhile: the
-				// swap succeeds only on a bucket that is still full.
-				if tat := e.tat.Load(); (e.x == nil || e.x.idleAt <= now) && tat <= now && e.tat.CompareAndSwap(tat, tatGone) {
-					sh.remove(h, e)
-				}
+		sh.each(func(e *entry) {
+			// A lone check may take from the bucket meanwhile: the swap
+			// succeeds only on a bucket that is still full.
+			if tat := e.tat.Load(); (e.x == nil || e.x.idleAt <= now) && tat <= now && e.tat.CompareAndSwap(tat, tatGone) {
+				sh.remove(e)
 			}
-		}
+		})
 		sh.mu.Unlock()
 	}
 }
