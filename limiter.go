@@ -343,15 +343,21 @@ func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error)
 	// policy (rs.quick) on the memory store, a breaker that never saw a
 	// failure. A store error (closed, or ctx done) consumed nothing and
 	// goes to the general path, which reports it.
-	if h := rs.store.Load(); rs.quick && len(opts) == 0 && h.mem != nil && h.callTimeout == 0 && h.br.clean() {
-		var r driver.Result
-		if err := h.mem.DecidePrepared(ctx, rs.prep, l.skey().ID, 1, &r); err == nil {
-			if r.Allowed {
-				rs.m.acquisitions.Add(1)
-				return Decision{Allowed: true, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name, Lease: noLease}, nil
+	if rs.quick && len(opts) == 0 {
+		if h := rs.store.Load(); h.mem != nil && h.callTimeout == 0 && h.br.clean() {
+			id := l.id
+			if l.up == nil || l.up.up != nil || needsEscape(id) {
+				id = l.skey().ID
 			}
-			rs.m.denials.Add(1)
-			return Decision{Limit: r.Limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter, ResetAfter: r.ResetAfter, Limiter: rs.name}, nil
+			var r driver.Result
+			if err := h.mem.DecidePrepared(ctx, rs.prep, id, 1, &r); err == nil {
+				if r.Allowed {
+					rs.m.acquisitions.Add(1)
+					return Decision{Allowed: true, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name, Lease: noLease}, nil
+				}
+				rs.m.denials.Add(1)
+				return Decision{Limit: r.Limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter, ResetAfter: r.ResetAfter, Limiter: rs.name}, nil
+			}
 		}
 	}
 	return l.try(ctx, opts)

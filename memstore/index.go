@@ -78,7 +78,7 @@ func (sh *shard) get(h uint64, key driver.Key) *entry {
 		return e
 	}
 	x := sh.index.Load()
-	if (x.used+1)*2 > len(x.slots) {
+	if (x.used+1)*4 > 3*len(x.slots) {
 		x = sh.rebuild()
 	}
 	e := &entry{key: key, hash: h}
@@ -113,7 +113,7 @@ func (sh *shard) remove(e *entry) {
 // Shard lock held.
 func (sh *shard) rebuild() *index {
 	old := sh.index.Load()
-	x := newIndex(4 * (sh.n + 1))
+	x := newIndex(2 * (sh.n + 1))
 	for i := range old.slots {
 		e := old.slots[i].Load()
 		if e == nil || e == tombstone {

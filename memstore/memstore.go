@@ -22,7 +22,6 @@ package memstore
 import (
 	"context"
 	"errors"
-	"hash/maphash"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -113,16 +112,8 @@ func (e *entry) ext() *extra {
 	return e.x
 }
 
-// seed keys the hashes of this process; hashes are never stored outside it.
-var seed = maphash.MakeSeed()
-
-// hashKey hashes the key (name, id) given nameHash = maphash.String(seed, name).
-func hashKey(nameHash uint64, id string) uint64 {
-	return (nameHash*0x9e3779b97f4a7c15 + 1) ^ maphash.String(seed, id)
-}
-
 func keyHash(key driver.Key) uint64 {
-	return hashKey(maphash.String(seed, key.Name), key.ID)
+	return hashKey(hashString(key.Name), key.ID)
 }
 
 func (s *Store) shardOf(h uint64) *shard { return &s.shards[h>>(64-shardBits)] }
@@ -300,7 +291,9 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 	if len(checks) == 1 {
 		c := &checks[0]
 		p := prepare(c.Key.Name, c.Policy)
-		s.decide(&p, hashKey(p.nameHash, c.Key.ID), c.Key.ID, c.Cost, &results[0])
+		if err := s.DecidePrepared(ctx, &p, c.Key.ID, c.Cost, &results[0]); err != nil {
+			return false, err
+		}
 		return results[0].Allowed, nil
 	}
 	var ls lockSet
@@ -360,7 +353,7 @@ func Prepare(name string, p driver.Policy) *Prepared {
 func prepare(name string, p driver.Policy) Prepared {
 	return Prepared{
 		name:     name,
-		nameHash: maphash.String(seed, name),
+		nameHash: hashString(name),
 		policy:   p,
 		interval: int64(p.Interval()),
 		capacity: p.Capacity(),
@@ -372,15 +365,6 @@ func prepare(name string, p driver.Policy) Prepared {
 // for callers that decide one policy per request, such as the ratesync
 // package: it hashes the key once and allocates nothing (except the
 // identifier of a concurrency lease). On error *r is left as it was.
-func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost int, r *driver.Result) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	s.decide(p, hashKey(p.nameHash, id), id, cost, r)
-	return nil
-}
-
-// decide decides a lone check on the key (p.name, id), whose hash is h.
 //
 // A token bucket check locks nothing on the key: it reads the bucket,
 // reads the clock, and stores the new state only if the bucket did not
@@ -388,10 +372,14 @@ func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost
 // the decisions that change a bucket increase in the order they take
 // effect, as if each held a lock; no decision is made on a clock older than
 // the state it changes.
-func (s *Store) decide(p *Prepared, h uint64, id string, cost int, r *driver.Result) {
+func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost int, r *driver.Result) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	h := hashKey(p.nameHash, id)
 	if p.policy.Kind != driver.TokenBucket {
 		*r = s.decideLocked(p, h, id, cost)
-		return
+		return nil
 	}
 	sh := s.shardOf(h)
 	e := sh.index.Load().lookup(h, p.name, id)
@@ -420,7 +408,7 @@ func (s *Store) decide(p *Prepared, h uint64, id string, cost int, r *driver.Res
 				RetryAfter: time.Duration(o.RetryAfter),
 				ResetAfter: time.Duration(o.ResetAfter),
 			}
-			return
+			return nil
 		}
 	}
 }
