@@ -35,28 +35,9 @@ local now_u = now_s * 1000000 + now_us
 
 -- Fast path: one token-bucket check, the most common decision, without
 -- the general machinery below (same answers, about half the server time).
+-- bucket is defined in bucket.lua, which the store puts before this file.
 if #KEYS == 1 and ARGV[5] == '1' then
-  local k = KEYS[1]
-  local a, b, cost = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-  local v = redis.call('GET', k)
-  local d = 0
-  if v then
-    d = ((tonumber(string.sub(v, 1, -10)) or 0) - now_s) * 1000000000 + (tonumber(string.sub(v, -9)) - now_ns)
-    if d < 0 then d = 0 end
-  end
-  local cap = b * a
-  local avail = 0
-  if cap > d then avail = math.floor((cap - d) / a) end
-  if cost > b then return {0, 0, avail, -1, d} end
-  local nd = d + cost * a
-  if nd > cap then return {0, 0, avail, nd - cap, d} end
-  if not consume then return {1, 1, avail, 0, d} end
-  local t = now_ns + nd
-  local sec = math.floor(t / 1000000000)
-  redis.call('SET', k, string.format('%d%09d', now_s + sec, t - sec * 1000000000), 'PX', math.max(math.floor((nd + 999999) / 1000000), ttl_floor))
-  avail = 0
-  if cap > nd then avail = math.floor((cap - nd) / a) end
-  return {1, 1, avail, 0, nd}
+  return {bucket(KEYS[1], consume, now_s, now_ns, ttl_floor, tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))}
 end
 
 local function ceil_div(a, b) return math.floor((a + b - 1) / b) end

@@ -56,8 +56,13 @@ const DefaultKeyPrefix = "rate_limit"
 var ErrClosed = errors.New("ratesync/redisstore: store is closed")
 
 var (
+	//go:embed bucket.lua
+	bucketSrc string
 	//go:embed decide.lua
-	decideSrc string
+	decideBody string
+	// decideSrc decides one decision: decide.lua, with bucket.lua's
+	// function before it.
+	decideSrc = bucketSrc + decideBody
 	//go:embed release.lua
 	releaseSrc string
 	//go:embed extend.lua
@@ -68,27 +73,40 @@ var (
 
 // batchSrc runs several decisions in one script call: decide.lua's body
 // as a function, called once per decision with that decision's own KEYS
-// and ARGV. Each decision is still all-or-nothing on its own; the batch
-// only saves the per-call cost on the server. ARGV is the number of
-// decisions, then per decision its number of keys, its number of
-// arguments and the arguments; KEYS holds every decision's keys in order.
-// The reply is one string, "v,v,...;v,v,...", one group per decision: a
-// single bulk reply is far cheaper to read than nested arrays.
-var batchSrc = `local function decide(KEYS, ARGV)
-` + decideSrc + `
+// and ARGV; a decision of one token-bucket check (the common case) goes
+// straight to bucket, without the tables, and every decision reads the
+// clock of the batch, taken once. Each decision is still all-or-nothing on
+// its own; the batch only saves the per-call cost on the server. ARGV is
+// the number of decisions, then per decision its number of keys, its
+// number of arguments and the arguments; KEYS holds every decision's keys
+// in order. The reply is one string, "v,v,...;v,v,...", one group per
+// decision: a single bulk reply is far cheaper to read than nested arrays.
+var batchSrc = bucketSrc + `local function decide(KEYS, ARGV)
+` + decideBody + `
 end
+local t = redis.call('TIME')
+local now_s, now_ns = tonumber(t[1]), tonumber(t[2]) * 1000
 local out = {}
 local ki, ai = 1, 2
 for d = 1, tonumber(ARGV[1]) do
   local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
   ai = ai + 2
-  local keys, args = {}, {}
-  for j = 1, nk do keys[j] = KEYS[ki + j - 1] end
-  for j = 1, na do args[j] = ARGV[ai + j - 1] end
+  if nk == 1 and ARGV[ai + 4] == '1' then
+    local s, ns, floor = now_s, now_ns, 1
+    if ARGV[ai + 2] ~= '' then -- a test clock, as in decide.lua
+      s, ns, floor = tonumber(ARGV[ai + 2]), tonumber(ARGV[ai + 3]) * 1000, 600000
+    end
+    out[d] = string.format('%d,%d,%d,%d,%d', bucket(KEYS[ki], ARGV[ai] == '1', s, ns, floor,
+      tonumber(ARGV[ai + 5]), tonumber(ARGV[ai + 6]), tonumber(ARGV[ai + 7])))
+  else
+    local keys, args = {}, {}
+    for j = 1, nk do keys[j] = KEYS[ki + j - 1] end
+    for j = 1, na do args[j] = ARGV[ai + j - 1] end
+    local r = decide(keys, args)
+    for j = 1, #r do r[j] = string.format('%d', r[j]) end
+    out[d] = table.concat(r, ',')
+  end
   ki, ai = ki + nk, ai + na
-  local r = decide(keys, args)
-  for j = 1, #r do r[j] = string.format('%d', r[j]) end
-  out[d] = table.concat(r, ',')
 end
 return table.concat(out, ';')
 `
