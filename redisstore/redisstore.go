@@ -71,16 +71,21 @@ var (
 	undoSrc string
 )
 
-// batchSrc runs several decisions in one script call: decide.lua's body
-// as a function, called once per decision with that decision's own KEYS
-// and ARGV; a decision of one token-bucket check (the common case) goes
-// straight to bucket, without the tables, and every decision reads the
-// clock of the batch, taken once. Each decision is still all-or-nothing on
-// its own; the batch only saves the per-call cost on the server. ARGV is
-// the number of decisions, then per decision its number of keys, its
-// number of arguments and the arguments; KEYS holds every decision's keys
-// in order. The reply is one string, "v,v,...;v,v,...", one group per
-// decision: a single bulk reply is far cheaper to read than nested arrays.
+// batchSrc runs several decisions in one script call. ARGV[1] is the
+// number of decisions; KEYS holds every decision's keys in order. Each
+// decision comes in one of two forms:
+//
+//   - 0, a, b, cost: one token-bucket check that consumes, on the server's
+//     clock (the common case), decided by bucket directly;
+//   - its number of keys, its number of arguments, and decide.lua's
+//     arguments: decided by decide.lua's body, run as a function with that
+//     decision's own KEYS and ARGV.
+//
+// The clock is read once for the whole batch. Each decision is still
+// all-or-nothing on its own; the batch only saves the per-call cost on the
+// server, and the compact form most of the per-decision arguments. The
+// reply is one string, "v,v,...;v,v,...", one group per decision: a single
+// bulk reply is far cheaper to read than nested arrays.
 var batchSrc = bucketSrc + `local function decide(KEYS, ARGV)
 ` + decideBody + `
 end
@@ -89,24 +94,22 @@ local now_s, now_ns = tonumber(t[1]), tonumber(t[2]) * 1000
 local out = {}
 local ki, ai = 1, 2
 for d = 1, tonumber(ARGV[1]) do
-  local nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1])
-  ai = ai + 2
-  if nk == 1 and ARGV[ai + 4] == '1' then
-    local s, ns, floor = now_s, now_ns, 1
-    if ARGV[ai + 2] ~= '' then -- a test clock, as in decide.lua
-      s, ns, floor = tonumber(ARGV[ai + 2]), tonumber(ARGV[ai + 3]) * 1000, 600000
-    end
-    out[d] = string.format('%d,%d,%d,%d,%d', bucket(KEYS[ki], ARGV[ai] == '1', s, ns, floor,
-      tonumber(ARGV[ai + 5]), tonumber(ARGV[ai + 6]), tonumber(ARGV[ai + 7])))
+  local nk = tonumber(ARGV[ai])
+  if nk == 0 then
+    out[d] = string.format('%d,%d,%d,%d,%d', bucket(KEYS[ki], true, now_s, now_ns, 1,
+      tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2]), tonumber(ARGV[ai + 3])))
+    ki, ai = ki + 1, ai + 4
   else
+    local na = tonumber(ARGV[ai + 1])
+    ai = ai + 2
     local keys, args = {}, {}
     for j = 1, nk do keys[j] = KEYS[ki + j - 1] end
     for j = 1, na do args[j] = ARGV[ai + j - 1] end
     local r = decide(keys, args)
     for j = 1, #r do r[j] = string.format('%d', r[j]) end
     out[d] = table.concat(r, ',')
+    ki, ai = ki + nk, ai + na
   end
-  ki, ai = ki + nk, ai + na
 end
 return table.concat(out, ';')
 `
@@ -417,6 +420,10 @@ func (s *Store) execBatch(ctx context.Context, calls []*call) bool {
 	args[0] = n
 	for _, c := range calls {
 		keys = append(keys, c.keys...)
+		if loneBucket(c) {
+			args = append(args, 0, c.args[5], c.args[6], c.args[7])
+			continue
+		}
 		args = append(args, len(c.keys), len(c.args))
 		args = append(args, c.args...)
 	}
@@ -439,6 +446,13 @@ func (s *Store) execBatch(ctx context.Context, calls []*call) bool {
 		c.reply, c.err = vals, err
 	}
 	return true
+}
+
+// loneBucket reports whether c decides one token-bucket check that
+// consumes, on the server's clock: batchSrc's compact form (see decideArgs
+// for the argument layout).
+func loneBucket(c *call) bool {
+	return len(c.keys) == 1 && len(c.args) == 8 && c.args[0] == "1" && c.args[2] == "" && c.args[4] == 1
 }
 
 // parseInts parses "v,v,..." into integers.
