@@ -301,3 +301,75 @@ func TestReleaseWakesWaitersThroughOneSubscription(t *testing.T) {
 	}
 	t.Logf("%d waiters served one after another in %v (lease TTL 1m)", waiters, time.Since(start))
 }
+
+// Lone bucket decisions that arrive together go to Redis in batches (in
+// their compact form, mixed with other decisions): each caller gets its
+// own decision's answer. On a bucket that does not refill in the test's
+// time, the admitted callers see every remaining count from burst-1 down
+// to 0 exactly once, and a window decision batched alongside is answered
+// as a window.
+func TestBatchedAnswersReachTheirCallers(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	r := ratesync.NewRegistry()
+	defer r.Close()
+	if err := r.AddStore("r", s); err != nil {
+		t.Fatal(err)
+	}
+	const burst = 300
+	if err := r.ConfigureLimiter("bucket", ratesync.Rule{Store: "r", RatePerSecond: 0.001, Burst: burst}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ConfigureLimiter("window", ratesync.Rule{Store: "r", Algorithm: ratesync.SlidingWindow, Limit: 1 << 20, Window: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	bucket, _ := r.Limiter("bucket")
+	window, _ := r.Limiter("window")
+	calls0 := scriptCalls(t, c)
+	var mu sync.Mutex
+	seen := make(map[int]int)
+	denied, windowBad := 0, 0
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 8 {
+				if g%8 == 0 {
+					d, err := window.For(strconv.Itoa(g)).Try(bg)
+					if err != nil || !d.Allowed || d.Limit != 1<<20 || d.Remaining != 1<<20-i-1 {
+						mu.Lock()
+						windowBad++
+						mu.Unlock()
+					}
+					continue
+				}
+				d, err := bucket.Try(bg)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if d.Allowed {
+					seen[d.Remaining]++
+				} else {
+					denied++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d decisions in %d script calls", 64*8, scriptCalls(t, c)-calls0)
+	if windowBad != 0 {
+		t.Fatalf("%d window decisions got another decision's answer", windowBad)
+	}
+	if len(seen) != burst || denied != 56*8-burst {
+		t.Fatalf("%d distinct remaining counts among the admitted, %d denied; want %d and %d", len(seen), denied, burst, 56*8-burst)
+	}
+	for rem := range burst {
+		if seen[rem] != 1 {
+			t.Fatalf("remaining %d seen %d times, want once", rem, seen[rem])
+		}
+	}
+}
