@@ -1,7 +1,7 @@
 // Package memstore is the in-process rate limit store: the embedded default
 // behind engine = "memory".
 //
-// It keeps every key's state in a sharded map, runs the policies of
+// It keeps every key's state in a sharded hash index, runs the policies of
 // internal/policy on the monotonic clock, and makes no allocation per
 // decision in steady state (a concurrency lease allocates its identifier).
 // Idle keys (bucket full, window empty, no live lease) are removed by one
@@ -10,10 +10,9 @@
 //
 // A lone token bucket check, the commonest decision, takes no lock: it finds
 // its key in its shard's index without locking and moves the bucket's state
-// with one compare-and-swap. Every other decision holds the
-// locks of the shards it touches and keeps the lone checks out of the
-// buckets it decides on, so that a multi-check decision stays all or
-// nothing.
+// with one compare-and-swap. Every other decision holds the locks of the
+// shards it touches and keeps the lone checks out of the buckets it decides
+// on, so that a multi-check decision stays all or nothing.
 //
 // State is per process: use redisstore or pgstore to share limits across a
 // fleet.
@@ -156,16 +155,14 @@ func New(opts ...Option) *Store {
 	return s
 }
 
-// now returns the store's time: ns since New on the monotonic clock, or on
-// WithClock's clock. It is small enough to inline into every decision.
+// now returns the store's time: ns since New on the monotonic clock (one
+// vDSO read, not the wall clock too), or on WithClock's clock.
 func (s *Store) now() int64 {
 	if s.clock != nil {
-		return s.clockNow()
+		return int64(s.clock().Sub(s.base))
 	}
 	return int64(time.Since(s.base))
 }
-
-func (s *Store) clockNow() int64 { return int64(s.clock().Sub(s.base)) }
 
 func (s *Store) check(ctx context.Context) error {
 	if s.closed.Load() {
@@ -174,8 +171,8 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// lockSet is what one locked decision holds: the locks of the shards
-// it touches (sorted, so that decisions never deadlock), the hash of each
+// lockSet is what one locked decision holds: the locks of the shards it
+// touches (sorted, so that decisions never deadlock), the hash of each
 // check's key, and the buckets it holds (see hold).
 type lockSet struct {
 	hbuf [8]uint64
@@ -426,8 +423,8 @@ func (sh *shard) add(h uint64, name, id string) *entry {
 	return e
 }
 
-// decideLocked decides a lone window or concurrency check under the write
-// lock of its shard.
+// decideLocked decides a lone window or concurrency check under the lock
+// of its shard.
 func (s *Store) decideLocked(p *Prepared, h uint64, id string, cost int) driver.Result {
 	sh := s.shardOf(h)
 	sh.mu.Lock()
