@@ -37,22 +37,14 @@ func scriptCalls(t *testing.T, c *redis.Client) int {
 	return n
 }
 
-// Every decision is exactly one script call, whatever it combines;
-// decisions that arrive together share calls (batched), never more than one
-// each.
-func TestOneScriptCallPerDecision(t *testing.T) {
-	c := client(t)
-	s := store(t, c)
+// registryOn returns a registry whose rules, each on the store s (named
+// "r"), are the given ones.
+func registryOn(t *testing.T, s *redisstore.Store, rules map[string]ratesync.Rule) *ratesync.Registry {
+	t.Helper()
 	r := ratesync.NewRegistry()
-	defer r.Close()
+	t.Cleanup(func() { r.Close() })
 	if err := r.AddStore("r", s); err != nil {
 		t.Fatal(err)
-	}
-	rules := map[string]ratesync.Rule{
-		"bucket":   {RatePerSecond: 1000, Burst: 1000},
-		"combined": {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute, MaxConcurrent: 1000},
-		"ip":       {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute},
-		"account":  {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute},
 	}
 	for name, rule := range rules {
 		rule.Store = "r"
@@ -60,6 +52,21 @@ func TestOneScriptCallPerDecision(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return r
+}
+
+// Every decision is exactly one script call, whatever it combines;
+// decisions that arrive together share calls (batched), never more than one
+// each.
+func TestOneScriptCallPerDecision(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	r := registryOn(t, s, map[string]ratesync.Rule{
+		"bucket":   {RatePerSecond: 1000, Burst: 1000},
+		"combined": {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute, MaxConcurrent: 1000},
+		"ip":       {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute},
+		"account":  {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute},
+	})
 	if err := s.Ping(bg); err != nil { // loads the scripts
 		t.Fatal(err)
 	}
@@ -254,14 +261,7 @@ func TestKeysDoNotCollide(t *testing.T) {
 func TestReleaseWakesWaitersThroughOneSubscription(t *testing.T) {
 	c := client(t)
 	s := store(t, c)
-	r := ratesync.NewRegistry()
-	defer r.Close()
-	if err := r.AddStore("r", s); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.ConfigureLimiter("one", ratesync.Rule{Store: "r", MaxConcurrent: 1, LeaseTTL: time.Minute, Timeout: 20 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
+	r := registryOn(t, s, map[string]ratesync.Rule{"one": {MaxConcurrent: 1, LeaseTTL: time.Minute, Timeout: 20 * time.Second}})
 	l, _ := r.Limiter("one")
 	held, err := l.Acquire(bg)
 	if err != nil {
@@ -311,18 +311,11 @@ func TestReleaseWakesWaitersThroughOneSubscription(t *testing.T) {
 func TestBatchedAnswersReachTheirCallers(t *testing.T) {
 	c := client(t)
 	s := store(t, c)
-	r := ratesync.NewRegistry()
-	defer r.Close()
-	if err := r.AddStore("r", s); err != nil {
-		t.Fatal(err)
-	}
 	const burst = 300
-	if err := r.ConfigureLimiter("bucket", ratesync.Rule{Store: "r", RatePerSecond: 0.001, Burst: burst}); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.ConfigureLimiter("window", ratesync.Rule{Store: "r", Algorithm: ratesync.SlidingWindow, Limit: 1 << 20, Window: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
+	r := registryOn(t, s, map[string]ratesync.Rule{
+		"bucket": {RatePerSecond: 0.001, Burst: burst},
+		"window": {Algorithm: ratesync.SlidingWindow, Limit: 1 << 20, Window: time.Hour},
+	})
 	bucket, _ := r.Limiter("bucket")
 	window, _ := r.Limiter("window")
 	calls0 := scriptCalls(t, c)
