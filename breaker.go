@@ -37,14 +37,14 @@ func (b *breaker) allow() bool {
 	return b.probing.CompareAndSwap(false, true) // half-open: one probe at a time
 }
 
-// success records a good call and reports whether it closed an open
-// breaker.
 // clean reports whether the breaker is closed with no failure counted, so
 // that a success would change nothing.
 func (b *breaker) clean() bool {
 	return b.openUntil.Load() == 0 && b.failures.Load() == 0
 }
 
+// success records a good call and reports whether it closed an open
+// breaker.
 func (b *breaker) success() (closed bool) {
 	if b.failures.Load() != 0 || b.openUntil.Load() != 0 {
 		b.failures.Store(0)

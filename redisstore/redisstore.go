@@ -81,9 +81,10 @@ var (
 //     arguments: decided by decide.lua's body, run as a function with that
 //     decision's own KEYS and ARGV.
 //
-// The clock is read once for the whole batch. Each decision is still
-// all-or-nothing on its own; the batch only saves the per-call cost on the
-// server, and the compact form most of the per-decision arguments. The
+// The compact decisions share one reading of the clock, taken when the
+// batch starts. Each decision is still all-or-nothing on its own; the
+// batch only saves the per-call cost on the server, and the compact form
+// most of the per-decision arguments. The
 // reply is one string, "v,v,...;v,v,...", one group per decision: a single
 // bulk reply is far cheaper to read than nested arrays.
 var batchSrc = bucketSrc + `local function decide(KEYS, ARGV)
