@@ -277,52 +277,17 @@ window_seconds = 60
 func TestReleaseWakesWaitersThroughOneListener(t *testing.T) {
 	p := pool(t, nil)
 	schema := randomSchema()
-	s := store(t, p, pgstore.WithSchema(schema))
-	r := ratesync.NewRegistry()
-	defer r.Close()
-	r.AddStore("pg", s)
-	if err := r.ConfigureLimiter("one", ratesync.Rule{Store: "pg", MaxConcurrent: 1, LeaseTTL: time.Minute, Timeout: 20 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
-	l, _ := r.Limiter("one")
-	held, err := l.Acquire(bg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const waiters = 5
-	got := make(chan *ratesync.Lease, waiters)
-	for range waiters {
-		go func() {
-			le, err := l.Acquire(bg)
-			if err != nil {
-				t.Error(err)
-			}
-			got <- le
-		}()
-	}
 	channel := schema + ".rate_limiter_state_released"
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var n int
-		if err := p.QueryRow(bg, "SELECT count(*) FROM pg_stat_activity WHERE query = $1", `LISTEN "`+channel+`"`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 1 {
-			break
-		}
-		if n > 1 || time.Now().After(deadline) {
-			t.Fatalf("%d LISTEN connections for %s, want 1", n, channel)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	start := time.Now()
-	held.Release(bg)
-	for i := range waiters {
-		le := <-got
-		if d := time.Since(start); d > 10*time.Second {
-			t.Fatalf("waiter %d woke after %v: not by the release", i, d)
-		}
-		le.Release(bg)
-	}
-	t.Logf("%d waiters served one after another in %v (lease TTL 1m)", waiters, time.Since(start))
+	storetest.ReleaseWakesWaiters(t, storetest.WakeOptions{
+		Store: store(t, p, pgstore.WithSchema(schema)),
+		Listeners: func(t *testing.T) int {
+			var n int
+			if err := p.QueryRow(bg, "SELECT count(*) FROM pg_stat_activity WHERE query = $1", `LISTEN "`+channel+`"`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		},
+		What:   "LISTEN connections for " + channel,
+		Within: 10 * time.Second,
+	})
 }

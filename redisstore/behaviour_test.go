@@ -12,6 +12,7 @@ import (
 	"github.com/rate-sync/ratesync-go"
 	"github.com/rate-sync/ratesync-go/driver"
 	"github.com/rate-sync/ratesync-go/redisstore"
+	"github.com/rate-sync/ratesync-go/storetest"
 )
 
 // scriptCalls returns how many EVAL and EVALSHA calls the server has run.
@@ -261,45 +262,13 @@ func TestKeysDoNotCollide(t *testing.T) {
 func TestReleaseWakesWaitersThroughOneSubscription(t *testing.T) {
 	c := client(t)
 	s := store(t, c)
-	r := registryOn(t, s, map[string]ratesync.Rule{"one": {MaxConcurrent: 1, LeaseTTL: time.Minute, Timeout: 20 * time.Second}})
-	l, _ := r.Limiter("one")
-	held, err := l.Acquire(bg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const waiters = 5
-	got := make(chan *ratesync.Lease, waiters)
-	for range waiters {
-		go func() {
-			le, err := l.Acquire(bg)
-			if err != nil {
-				t.Error(err)
-			}
-			got <- le
-		}()
-	}
 	channel := strings.TrimSuffix(redisstore.KeyOf(s, driver.Key{Name: "x"}, driver.Concurrency), ":{x}:cc") + ":released"
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := c.PubSubNumSub(bg, channel).Val()[channel]
-		if n == 1 {
-			break
-		}
-		if n > 1 || time.Now().After(deadline) {
-			t.Fatalf("%d subscriptions to %s, want 1", n, channel)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	start := time.Now()
-	held.Release(bg)
-	for i := range waiters {
-		le := <-got
-		if d := time.Since(start); d > 5*time.Second {
-			t.Fatalf("waiter %d woke after %v: not by the release", i, d)
-		}
-		le.Release(bg)
-	}
-	t.Logf("%d waiters served one after another in %v (lease TTL 1m)", waiters, time.Since(start))
+	storetest.ReleaseWakesWaiters(t, storetest.WakeOptions{
+		Store:     s,
+		Listeners: func(*testing.T) int { return int(c.PubSubNumSub(bg, channel).Val()[channel]) },
+		What:      "subscriptions to " + channel,
+		Within:    5 * time.Second,
+	})
 }
 
 // Lone bucket decisions that arrive together go to Redis in batches (in
