@@ -156,16 +156,21 @@ end
 local function kind_of(i) return tonumber(ARGV[4 + (i - 1) * 4 + 1]) end
 local function a_of(i) return tonumber(ARGV[4 + (i - 1) * 4 + 2]) end
 
-local out = {1}
-local allowed = true
-for i = 1, n do
-  local s = load(i, kind_of(i), a_of(i))
-  local ok, rem, retry, reset = check(i, s, consume)
+-- answer runs check i (taking it when take is true) and appends its four reply
+-- values to out; it returns whether the check passed (1 or 0).
+local function answer(out, i, take)
+  local ok, rem, retry, reset = check(i, load(i, kind_of(i), a_of(i)), take)
   out[#out + 1] = ok
   out[#out + 1] = rem
   out[#out + 1] = retry
   out[#out + 1] = reset
-  if ok == 0 then
+  return ok
+end
+
+local out = {1}
+local allowed = true
+for i = 1, n do
+  if answer(out, i, consume) == 0 then
     allowed = false
     if consume then break end
   end
@@ -208,11 +213,6 @@ for _, s in pairs(state) do
 end
 out = {0}
 for i = 1, n do
-  local s = load(i, kind_of(i), a_of(i))
-  local ok, rem, retry, reset = check(i, s, false)
-  out[#out + 1] = ok
-  out[#out + 1] = rem
-  out[#out + 1] = retry
-  out[#out + 1] = reset
+  answer(out, i, false)
 end
 return out

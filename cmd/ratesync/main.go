@@ -54,44 +54,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	rest := args[1:]
+	var do func(path string) error
 	switch args[0] {
 	case "check":
-		if len(args) > 2 {
-			fmt.Fprint(stderr, usage)
-			return 2
-		}
-		path := ""
-		if len(args) == 2 {
-			path = args[1]
-		}
-		if err := check(path, stdout); err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		return 0
-	}
-	if args[0] == "migrate" {
-		rest := args[1:]
+		do = func(path string) error { return check(path, stdout) }
+	case "migrate":
 		print := len(rest) > 0 && rest[0] == "--print"
 		if print {
 			rest = rest[1:]
 		}
-		if len(rest) > 1 {
-			fmt.Fprint(stderr, usage)
-			return 2
-		}
-		path := ""
-		if len(rest) == 1 {
-			path = rest[0]
-		}
-		if err := migrate(path, print, stdout); err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		return 0
+		do = func(path string) error { return migrate(path, print, stdout) }
+	default:
+		fmt.Fprintf(stderr, "ratesync: unknown command %q\n%s", args[0], usage)
+		return 2
 	}
-	fmt.Fprintf(stderr, "ratesync: unknown command %q\n%s", args[0], usage)
-	return 2
+	if len(rest) > 1 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	path := "" // empty: the default search order (see usage)
+	if len(rest) == 1 {
+		path = rest[0]
+	}
+	if err := do(path); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
 }
 
 func configPath(path string) (string, error) {
