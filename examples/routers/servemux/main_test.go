@@ -3,18 +3,9 @@ package main
 import (
 	"testing"
 
-	"github.com/rate-sync/ratesync-go"
 	"github.com/rate-sync/ratesync-go/examples/routers/internal/routertest"
 )
 
 // The example serves hello twice per client and then answers 429 with the
 // rate limit fields.
-func TestExample(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
-	h, err := newHandler(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	routertest.Check(t, h)
-}
+func TestExample(t *testing.T) { routertest.Check(t, newHandler) }

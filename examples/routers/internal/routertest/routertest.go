@@ -6,12 +6,21 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/rate-sync/ratesync-go"
 )
 
-// Check serves h and checks that GET /hello is served twice per client and
-// then answered 429 with the rate limit fields.
-func Check(t *testing.T, h http.Handler) {
+// Check builds an example's handler on a fresh registry, serves it, and
+// checks that GET /hello is served twice per client and then answered 429
+// with the rate limit fields.
+func Check(t *testing.T, newHandler func(*ratesync.Registry) (http.Handler, error)) {
 	t.Helper()
+	reg := ratesync.NewRegistry()
+	defer reg.Close()
+	h, err := newHandler(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	var codes []int
