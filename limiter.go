@@ -17,7 +17,8 @@ import (
 // share its store, metrics and wait queues.
 type ruleState struct {
 	name     string
-	rule     Rule // normalized
+	key      driver.Key // the rule's own key: its escaped name
+	rule     Rule       // normalized
 	policies []driver.Policy
 	// fallback holds the policies of the Local failure policy (limits
 	// divided by FallbackReplicas); nil for other policies.
@@ -48,10 +49,9 @@ type ruleState struct {
 // A Limiter is a few words, cheap to create per request, and safe for
 // concurrent use.
 type Limiter struct {
-	r   *ruleState
-	key driver.Key // the rule's own key; zero for per-key limiters
-	up  *Limiter   // for per-key limiters: the limiter For was called on
-	id  string     // and the identifier it was given
+	r  *ruleState
+	up *Limiter // for per-key limiters: the limiter For was called on
+	id string   // and the identifier it was given
 }
 
 // skey returns the limiter's store key. A per-key limiter builds it on use:
@@ -59,10 +59,10 @@ type Limiter struct {
 // keeps l.For(id).Try(ctx) allocation free.
 func (l *Limiter) skey() driver.Key {
 	if l.up == nil {
-		return l.key
+		return l.r.key
 	}
 	if l.up.up == nil && !needsEscape(l.id) {
-		return driver.Key{Name: l.up.key.Name, ID: l.id}
+		return driver.Key{Name: l.r.key.Name, ID: l.id}
 	}
 	base := l.up.skey()
 	id := escapeComponent(l.id)
@@ -243,8 +243,8 @@ func (l *Limiter) decideBounded(ctx context.Context, h *storeHandle, key driver.
 // which decides it by value with the rule's prepared policy: no scratch
 // buffers, nothing on the heap.
 func (rs *ruleState) decideOne(ctx context.Context, h *storeHandle, key driver.Key, cost int) (attempt, error) {
-	var r driver.Result
-	if err := h.mem.DecidePrepared(ctx, rs.prep, key.ID, cost, &r); err != nil {
+	r, err := h.mem.DecidePrepared(ctx, rs.prep, key.ID, cost)
+	if err != nil {
 		return attempt{}, err
 	}
 	a := attempt{d: Decision{Allowed: r.Allowed, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name}}
@@ -353,8 +353,7 @@ func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error)
 			if l.up == nil || l.up.up != nil || needsEscape(id) {
 				id = l.skey().ID
 			}
-			var r driver.Result
-			if err := h.mem.DecidePrepared(ctx, rs.prep, id, 1, &r); err == nil {
+			if r, err := h.mem.DecidePrepared(ctx, rs.prep, id, 1); err == nil {
 				if r.Allowed {
 					rs.m.acquisitions.Add(1)
 					return Decision{Allowed: true, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name, Lease: noLease}, nil

@@ -256,9 +256,10 @@ func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState
 		}
 	}
 	rs.store.Store(h)
-	rs.base = &Limiter{r: rs, key: driver.Key{Name: escapeComponent(name)}}
+	rs.key = driver.Key{Name: escapeComponent(name)}
+	rs.base = &Limiter{r: rs}
 	if len(rs.policies) == 1 {
-		rs.prep = memstore.Prepare(rs.base.key.Name, rs.policies[0])
+		rs.prep = memstore.Prepare(rs.key.Name, rs.policies[0])
 		rs.quick = !rs.hasConc && r.observer == nil && r.storeObs == nil
 	}
 	return rs

@@ -292,10 +292,12 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 	if len(checks) == 1 {
 		c := &checks[0]
 		p := prepare(c.Key.Name, c.Policy)
-		if err := s.DecidePrepared(ctx, &p, c.Key.ID, c.Cost, &results[0]); err != nil {
+		r, err := s.DecidePrepared(ctx, &p, c.Key.ID, c.Cost)
+		if err != nil {
 			return false, err
 		}
-		return results[0].Allowed, nil
+		results[0] = r
+		return r.Allowed, nil
 	}
 	var ls lockSet
 	s.lock(&ls, checks)
@@ -362,31 +364,45 @@ func prepare(name string, p driver.Policy) Prepared {
 }
 
 // DecidePrepared decides one check of cost on the key (p's name, id) and
-// stores in *r what Decide would return for that single check. It exists
-// for callers that decide one policy per request, such as the ratesync
+// returns what Decide would return for that single check. It exists for
+// callers that decide one policy per request, such as the ratesync
 // package: it hashes the key once and allocates nothing (except the
-// identifier of a concurrency lease). On error *r is left as it was.
+// identifier of a concurrency lease).
 //
-// A token bucket check locks nothing on the key: it reads the bucket,
-// reads the clock, and stores the new state only if the bucket did not
-// change in between. The clock is read after the bucket, so the times of
-// the decisions that change a bucket increase in the order they take
-// effect, as if each held a lock; no decision is made on a clock older than
-// the state it changes.
-func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost int, r *driver.Result) error {
+// A token bucket check locks nothing on the key: it reads the clock, then
+// the bucket, and stores the new state only if the bucket did not change
+// in between (compare-and-swap), retrying on the new state otherwise.
+//
+// Its clock may be older than the state it reads, when other decisions
+// moved the bucket after it read the clock; that never admits too much.
+// Every decision that consumes leaves the bucket's theoretical arrival time
+// (tat) past its own clock, so a tat at or before this decision's clock
+// was written on older clocks, and the decision is exactly the one a lock
+// would have given; a later tat does not depend on the clock, which is then
+// only the time the check compares against, and an earlier time can only
+// deny what a later one would admit. The one state not written by a
+// decision is a new entry's (full) bucket: the clock is read after the
+// entry is in hand, and again whenever the entry is replaced, so that an
+// entry swept or reset meanwhile is never refilled as of a time before it
+// was removed.
+//
+// Reading the clock before the bucket also keeps the window between the
+// read and the swap short, which is what a hot key contended by several
+// goroutines needs: a lost swap retries without reading the clock again.
+func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost int) (driver.Result, error) {
 	if err := s.check(ctx); err != nil {
-		return err
+		return driver.Result{}, err
 	}
 	h := hashKey(p.nameHash, id)
 	if p.policy.Kind != driver.TokenBucket {
-		*r = s.decideLocked(p, h, id, cost)
-		return nil
+		return s.decideLocked(p, h, id, cost), nil
 	}
 	sh := s.shardOf(h)
 	e := sh.index.Load().lookup(h, p.name, id)
 	if e == nil {
 		e = sh.add(h, p.name, id)
 	}
+	now := s.now()
 	for {
 		tat := e.tat.Load()
 		if tat < 0 { // tatHeld or tatGone: times are never negative
@@ -395,21 +411,21 @@ func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost
 				// wait for the lock.
 				sh.mu.Lock()
 				sh.mu.Unlock()
-				continue
+			} else {
+				e = sh.add(h, p.name, id) // removed: find the key's new entry
 			}
-			e = sh.add(h, p.name, id) // removed: find the key's new entry
+			now = s.now()
 			continue
 		}
-		newTAT, o := policy.BucketTake(tat, s.now(), p.interval, p.policy.Burst, cost, true)
+		newTAT, o := policy.BucketTake(tat, now, p.interval, p.policy.Burst, cost, true)
 		if !o.Allowed || e.tat.CompareAndSwap(tat, newTAT) {
-			*r = driver.Result{
+			return driver.Result{
 				Allowed:    o.Allowed,
 				Limit:      p.capacity,
 				Remaining:  o.Remaining,
 				RetryAfter: time.Duration(o.RetryAfter),
 				ResetAfter: time.Duration(o.ResetAfter),
-			}
-			return nil
+			}, nil
 		}
 	}
 }

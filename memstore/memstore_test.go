@@ -120,8 +120,7 @@ func TestLoneAndLockedDecisionsShareBuckets(t *testing.T) {
 		}
 	}
 	run(3, func() {
-		var r driver.Result
-		if err := s.DecidePrepared(ctx, p, "", 1, &r); err == nil && r.Allowed {
+		if r, err := s.DecidePrepared(ctx, p, "", 1); err == nil && r.Allowed {
 			taken.Add(1)
 		}
 	})
@@ -177,8 +176,7 @@ func TestSweepDuringLoneChecks(t *testing.T) {
 	p := memstore.Prepare("k", driver.Policy{Kind: driver.TokenBucket, Rate: 1000, Burst: burst})
 	var taken atomic.Int64
 	take := func() bool {
-		var r driver.Result
-		s.DecidePrepared(ctx, p, "id", 1, &r)
+		r, _ := s.DecidePrepared(ctx, p, "id", 1)
 		if r.Allowed {
 			taken.Add(1)
 		}
