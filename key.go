@@ -11,9 +11,42 @@ import (
 // %3A), so no two different (name, identifiers) lists share a key:
 // ("a", "b:c") and ("a:b", "c") stay apart.
 
-// needsEscape runs on every l.For(id) decision, where strings.ContainsAny
-// costs more than the rest of building the key.
-func needsEscape(s string) bool { return word.ContainsEither(s, ':', '%') }
+// needsEscape reports whether s contains ':' or '%'. It runs on every
+// l.For(id) decision, where strings.ContainsAny costs more than the rest of
+// building the key: up to 16 bytes take two overlapping word loads and no
+// loop.
+func needsEscape(s string) bool {
+	n := len(s)
+	switch {
+	case n > 16:
+		i := 0
+		for ; i+8 <= n; i += 8 {
+			if escapable(word.Load8(s[i:]), 0) {
+				return true
+			}
+		}
+		// The last bytes, in a word that overlaps the ones seen.
+		return i < n && escapable(word.Load8(s[n-8:]), 0)
+	case n >= 8:
+		return escapable(word.Load8(s), word.Load8(s[n-8:]))
+	case n >= 4:
+		return escapable(word.Load4(s)|word.Load4(s[n-4:])<<32, 0)
+	}
+	for i := 0; i < n; i++ {
+		if s[i] == ':' || s[i] == '%' {
+			return true
+		}
+	}
+	return false
+}
+
+// escapable reports whether some byte of a or b is ':' or '%'; a zero b
+// has neither.
+func escapable(a, b uint64) bool {
+	const colon, percent = ':' * word.Ones, '%' * word.Ones
+	z := word.ZeroBytes(a^colon) | word.ZeroBytes(a^percent) | word.ZeroBytes(b^colon) | word.ZeroBytes(b^percent)
+	return z&word.Highs != 0
+}
 
 func appendComponent(b *strings.Builder, s string) {
 	if !needsEscape(s) {

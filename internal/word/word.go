@@ -17,37 +17,14 @@ func Load8(s string) uint64 {
 		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
 
-const ones, highs = 0x0101010101010101, 0x8080808080808080
+// Ones is the word whose 8 bytes are 1: c * Ones repeats byte c.
+const Ones = 0x0101010101010101
 
-// hasZero reports whether some byte of w is zero: (w - ones) &^ w & highs
-// is non-zero exactly then.
-func hasZero(w uint64) bool { return (w-ones)&^w&highs != 0 }
+// Highs is the word whose bytes have only their high bit set.
+const Highs = 0x80 * Ones
 
-// hasEither reports whether some byte of w is a or b.
-func hasEither(w uint64, a, b byte) bool {
-	return hasZero(w^(ones*uint64(a))) || hasZero(w^(ones*uint64(b)))
-}
-
-// ContainsEither reports whether s contains the byte a or the byte b.
-func ContainsEither(s string, a, b byte) bool {
-	n := len(s)
-	switch {
-	case n >= 8:
-		i := 0
-		for ; i+8 <= n; i += 8 {
-			if hasEither(Load8(s[i:]), a, b) {
-				return true
-			}
-		}
-		// The last bytes, in a word that overlaps the ones seen.
-		return i < n && hasEither(Load8(s[n-8:]), a, b)
-	case n >= 4:
-		return hasEither(Load4(s)|Load4(s[n-4:])<<32, a, b)
-	}
-	for i := 0; i < n; i++ {
-		if s[i] == a || s[i] == b {
-			return true
-		}
-	}
-	return false
-}
+// ZeroBytes returns a word that has the high bit of some byte set (in
+// ZeroBytes(w) & Highs) exactly when w has a zero byte. To look for byte c
+// in w, pass w ^ (c * Ones); OR the results for several words or bytes and
+// test once.
+func ZeroBytes(w uint64) uint64 { return (w - Ones) &^ w }

@@ -5,39 +5,34 @@ import (
 	"testing"
 )
 
-// strs are strings of every length up to 40 with the interesting bytes at
-// every position, and near misses (bytes one off, high bytes).
-func strs() []string {
-	var out []string
-	for n := 0; n <= 40; n++ {
-		base := strings.Repeat("a", n)
-		out = append(out, base)
-		for i := 0; i < n; i++ {
-			for _, c := range []byte{':', '%', ';', '$', 0x00, 0x80 | ':', 0xff, 'b'} {
+func TestLoads(t *testing.T) {
+	s := "\x01\x02\x03\x04\x05\x06\x07\x08\x09"
+	if got := Load4(s); got != 0x04030201 {
+		t.Errorf("Load4 = %#x", got)
+	}
+	if got := Load8(s[1:]); got != 0x0908070605040302 {
+		t.Errorf("Load8 = %#x", got)
+	}
+}
+
+// ZeroBytes(w ^ c*Ones) finds c at every position of the word, and only
+// there: bytes one off and high bytes do not count.
+func TestZeroBytes(t *testing.T) {
+	for _, c := range []byte{':', '%', 0x00, 0x80, 0xff} {
+		for _, other := range []byte{c + 1, c - 1, c ^ 0x80, 'a'} {
+			base := strings.Repeat(string(other), 8)
+			if has(Load8(base), c) {
+				t.Errorf("found %#x in %q", c, base)
+			}
+			for i := range 8 {
 				b := []byte(base)
 				b[i] = c
-				out = append(out, string(b))
+				if !has(Load8(string(b)), c) {
+					t.Errorf("missed %#x at %d in %q", c, i, b)
+				}
 			}
 		}
 	}
-	return out
 }
 
-func TestContainsEither(t *testing.T) {
-	for _, s := range strs() {
-		want := strings.ContainsAny(s, ":%")
-		if got := ContainsEither(s, ':', '%'); got != want {
-			t.Errorf("ContainsEither(%q) = %v, want %v", s, got, want)
-		}
-	}
-}
-
-func FuzzContainsEither(f *testing.F) {
-	f.Add("user-1")
-	f.Add("a:b%c")
-	f.Fuzz(func(t *testing.T, a string) {
-		if ContainsEither(a, ':', '%') != strings.ContainsAny(a, ":%") {
-			t.Fatalf("ContainsEither(%q) wrong", a)
-		}
-	})
-}
+func has(w uint64, c byte) bool { return ZeroBytes(w^(uint64(c)*Ones))&Highs != 0 }
