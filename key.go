@@ -19,18 +19,17 @@ func needsEscape(s string) bool {
 	n := len(s)
 	switch {
 	case n > 16:
-		i := 0
-		for ; i+8 <= n; i += 8 {
-			if escapable(word.Load8(s[i:]), 0) {
+		for i := 0; i+16 < n; i += 16 {
+			if escapable(word.Load8(s[i:]), word.Load8(s[i+8:])) {
 				return true
 			}
 		}
-		// The last bytes, in a word that overlaps the ones seen.
-		return i < n && escapable(word.Load8(s[n-8:]), 0)
+		// The last 16 bytes, in words that may overlap the ones seen.
+		return escapable(word.Load8(s[n-16:]), word.Load8(s[n-8:]))
 	case n >= 8:
 		return escapable(word.Load8(s), word.Load8(s[n-8:]))
 	case n >= 4:
-		return escapable(word.Load4(s)|word.Load4(s[n-4:])<<32, 0)
+		return escapable(word.Load4(s), word.Load4(s[n-4:]))
 	}
 	for i := 0; i < n; i++ {
 		if s[i] == ':' || s[i] == '%' {
@@ -40,8 +39,8 @@ func needsEscape(s string) bool {
 	return false
 }
 
-// escapable reports whether some byte of a or b is ':' or '%'; a zero b
-// has neither.
+// escapable reports whether some byte of a or b is ':' or '%' (zero bytes,
+// such as the high half of a 4-byte load, are neither).
 func escapable(a, b uint64) bool {
 	const colon, percent = ':' * word.Ones, '%' * word.Ones
 	z := word.ZeroBytes(a^colon) | word.ZeroBytes(a^percent) | word.ZeroBytes(b^colon) | word.ZeroBytes(b^percent)
