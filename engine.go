@@ -101,7 +101,9 @@ func openStore(cfg *StoreConfig) (*storeHandle, error) {
 			return nil, cfg.Errorf(k, "unknown key for engine %q", cfg.Engine)
 		}
 	}
-	return &storeHandle{name: cfg.Name, engine: cfg.Engine, store: s, owned: true, options: cfg.redacted(), callTimeout: callTimeout}, nil
+	h := &storeHandle{name: cfg.Name, engine: cfg.Engine, store: s, owned: true, options: cfg.redacted()}
+	h.callTimeout.Store(int64(callTimeout))
+	return h, nil
 }
 
 // DefaultCallTimeout bounds how long a decision waits for a network store

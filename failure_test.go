@@ -243,3 +243,33 @@ func TestCallTimeout(t *testing.T) {
 		t.Fatalf("unknown store: %v", err)
 	}
 }
+
+// SetCallTimeout may be called while decisions run (go test -race checks
+// that it is safe).
+func TestSetCallTimeoutWhileDeciding(t *testing.T) {
+	r := ratesync.NewRegistry()
+	defer r.Close()
+	if err := r.ConfigureStore("mem", "memory", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ConfigureLimiter("api", ratesync.Rule{Store: "mem", RatePerSecond: 1e6, Burst: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			r.SetCallTimeout("mem", time.Duration(i%2)*time.Second)
+		}
+	}()
+	var admitted int
+	for range 200 {
+		if d, err := r.Try(ctx, "api"); err == nil && d.Allowed {
+			admitted++
+		}
+	}
+	<-done
+	if admitted != 200 {
+		t.Fatalf("admitted %d of 200 well within the rate", admitted)
+	}
+}

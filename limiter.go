@@ -181,8 +181,8 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 	}
 	var a attempt
 	var err error
-	if h.callTimeout > 0 {
-		a, err = l.decideBounded(ctx, h, key, cost)
+	if timeout := h.timeout(); timeout > 0 {
+		a, err = l.decideBounded(ctx, h, timeout, key, cost)
 	} else {
 		a, err = l.r.decideOn(ctx, h, rs.policies, key, cost)
 	}
@@ -203,13 +203,14 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 	return a, nil
 }
 
-// decideBounded is decideOn with the store's call timeout: the store call
-// runs on its own goroutine, and when it has not answered in time the
-// caller gets ErrCallTimeout (and the failure policy's answer). A late
-// answer is not lost: a lease it granted is released at once, so no slot
-// leaks; units it consumed stay consumed (the store counts the request
-// even though the policy answered it, the safe side).
-func (l *Limiter) decideBounded(ctx context.Context, h *storeHandle, key driver.Key, cost int) (attempt, error) {
+// decideBounded is decideOn bounded by timeout, the store's call timeout
+// as the caller read it: the store call runs on its own goroutine, and
+// when it has not answered in time the caller gets ErrCallTimeout (and the
+// failure policy's answer). A late answer is not lost: a lease it granted
+// is released at once, so no slot leaks; units it consumed stay consumed
+// (the store counts the request even though the policy answered it, the
+// safe side).
+func (l *Limiter) decideBounded(ctx context.Context, h *storeHandle, timeout time.Duration, key driver.Key, cost int) (attempt, error) {
 	type reply struct {
 		a   attempt
 		err error
@@ -220,7 +221,7 @@ func (l *Limiter) decideBounded(ctx context.Context, h *storeHandle, key driver.
 		a, err := rs.decideOn(context.WithoutCancel(ctx), h, rs.policies, key, cost)
 		done <- reply{a, err}
 	}()
-	t := time.NewTimer(h.callTimeout)
+	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case r := <-done:
@@ -236,7 +237,7 @@ func (l *Limiter) decideBounded(ctx context.Context, h *storeHandle, key driver.
 	if err := ctx.Err(); err != nil {
 		return attempt{}, err
 	}
-	return attempt{}, fmt.Errorf("%w after %v", ErrCallTimeout, h.callTimeout)
+	return attempt{}, fmt.Errorf("%w after %v", ErrCallTimeout, timeout)
 }
 
 // decideOne is decideOn for a single-policy rule on the memory store,
@@ -348,7 +349,7 @@ func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error)
 	// failure. A store error (closed, or ctx done) consumed nothing and
 	// goes to the general path, which reports it.
 	if rs.quick && len(opts) == 0 {
-		if h := rs.store.Load(); h.mem != nil && h.callTimeout == 0 && h.br.clean() {
+		if h := rs.store.Load(); h.mem != nil && h.timeout() == 0 && h.br.clean() {
 			id := l.id
 			if l.up == nil || l.up.up != nil || needsEscape(id) {
 				id = l.skey().ID

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rate-sync/ratesync-go/driver"
@@ -59,9 +60,12 @@ type storeHandle struct {
 	// whose methods may differ): single-policy rules then decide through
 	// memstore.DecidePrepared.
 	mem *memstore.Store
-	// callTimeout bounds a decision's wait for the store; 0 is no bound.
-	callTimeout time.Duration
+	// callTimeout bounds a decision's wait for the store, in ns; 0 is no
+	// bound. SetCallTimeout may change it while decisions read it.
+	callTimeout atomic.Int64
 }
+
+func (h *storeHandle) timeout() time.Duration { return time.Duration(h.callTimeout.Load()) }
 
 // RegistryOption configures a Registry.
 type RegistryOption func(*Registry)
@@ -101,7 +105,7 @@ func (r *Registry) SetCallTimeout(name string, d time.Duration) error {
 	if h == nil {
 		return notFound(ErrStoreNotFound, name)
 	}
-	h.callTimeout = d
+	h.callTimeout.Store(int64(d))
 	return nil
 }
 
