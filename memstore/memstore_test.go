@@ -217,3 +217,39 @@ func TestSweepDuringLoneChecks(t *testing.T) {
 		t.Fatalf("admitted %d, want exactly %d (1000/s for %v, plus the burst)", got, want, rounds*step)
 	}
 }
+
+// A decision of more checks than a lock set keeps in place (8) locks,
+// holds and puts back every bucket: a denial by the last check takes
+// nothing from the other 11, a lone check waits for none of them after,
+// and a passing decision takes one unit from each.
+func TestDecideManyChecks(t *testing.T) {
+	clk := storetest.NewClock()
+	s := memstore.New(memstore.WithClock(clk.Now))
+	defer s.Close()
+	ctx := context.Background()
+	const n = 12
+	checks := make([]driver.Check, n)
+	for i := range checks {
+		checks[i] = driver.Check{Key: driver.Key{Name: "many", ID: string(rune('a' + i))}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 2}, Cost: 1}
+	}
+	shut := driver.Check{Key: driver.Key{Name: "shut"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 1}, Cost: 1}
+	if ok, _ := s.Decide(ctx, []driver.Check{shut}, make([]driver.Result, 1)); !ok {
+		t.Fatal("first take of shut denied")
+	}
+	res := make([]driver.Result, n+1)
+	if ok, err := s.Decide(ctx, append(checks[:n:n], shut), res); ok || err != nil {
+		t.Fatalf("decision with a spent bucket: ok=%v err=%v", ok, err)
+	}
+	for i := range 2 { // burst 2: two passing decisions, then a denial
+		if ok, err := s.Decide(ctx, checks, res[:n]); !ok || err != nil {
+			t.Fatalf("passing decision %d: ok=%v err=%v", i, ok, err)
+		}
+	}
+	if ok, _ := s.Decide(ctx, checks, res[:n]); ok {
+		t.Fatal("third decision passed a burst of 2")
+	}
+	p := memstore.Prepare("many", checks[n-1].Policy)
+	if r, err := s.DecidePrepared(ctx, p, checks[n-1].Key.ID, 1); err != nil || r.Allowed || r.Remaining != 0 {
+		t.Fatalf("lone check after: %+v %v, want denied with 0 remaining", r, err)
+	}
+}
