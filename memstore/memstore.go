@@ -374,17 +374,21 @@ func prepare(name string, p driver.Policy) Prepared {
 // in between (compare-and-swap), retrying on the new state otherwise.
 //
 // Its clock may be older than the state it reads, when other decisions
-// moved the bucket after it read the clock; that never admits too much.
-// Every decision that consumes leaves the bucket's theoretical arrival time
-// (tat) past its own clock, so a tat at or before this decision's clock
-// was written on older clocks, and the decision is exactly the one a lock
-// would have given; a later tat does not depend on the clock, which is then
-// only the time the check compares against, and an earlier time can only
-// deny what a later one would admit. The one state not written by a
-// decision is a new entry's (full) bucket: the clock is read after the
-// entry is in hand, and again whenever the entry is replaced, so that an
-// entry swept or reset meanwhile is never refilled as of a time before it
-// was removed.
+// moved the bucket after it read the clock, or when its goroutine stalled
+// in between; that never admits too much. Every decision that consumes
+// leaves the bucket's theoretical arrival time (tat) past its own clock,
+// so a tat at or before this decision's clock was written on older clocks,
+// and the decision is exactly the one a lock would have given; a later tat
+// does not depend on the clock, which is then only the time the check
+// compares against, and an earlier time can only deny what a later one
+// would admit. So an admission stands, and a denial is decided again on a
+// clock read after the bucket: it then holds at that time, since a
+// bucket's tat only grows while the bucket stays in its shard.
+//
+// The one state not written by a decision is a new entry's (full) bucket:
+// the clock is read after the entry is in hand, and again whenever the
+// entry is replaced, so that an entry swept or reset meanwhile is never
+// refilled as of a time before it was removed.
 //
 // Reading the clock before the bucket also keeps the window between the
 // read and the swap short, which is what a hot key contended by several
@@ -418,6 +422,13 @@ func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost
 			continue
 		}
 		newTAT, o := policy.BucketTake(tat, now, p.interval, p.policy.Burst, cost, true)
+		if !o.Allowed {
+			// A denial must hold on a clock read after the bucket: the
+			// reading above may be older than the state, by as long as
+			// this goroutine stalled in between.
+			now = s.now()
+			newTAT, o = policy.BucketTake(tat, now, p.interval, p.policy.Burst, cost, true)
+		}
 		if !o.Allowed || e.tat.CompareAndSwap(tat, newTAT) {
 			return driver.Result{
 				Allowed:    o.Allowed,

@@ -253,3 +253,42 @@ func TestDecideManyChecks(t *testing.T) {
 		t.Fatalf("lone check after: %+v %v, want denied with 0 remaining", r, err)
 	}
 }
+
+// A lone check whose clock reading goes stale before it reads the bucket
+// (its goroutine stalls in between while others decide) never denies a
+// request that the bucket admits: a denial is decided again on a clock
+// read after the bucket.
+func TestStaleClockDoesNotDeny(t *testing.T) {
+	clk := storetest.NewClock()
+	var stall atomic.Bool
+	stalled, resume := make(chan struct{}), make(chan struct{})
+	s := memstore.New(memstore.WithClock(func() time.Time {
+		now := clk.Now()
+		if stall.CompareAndSwap(true, false) {
+			close(stalled) // this reading goes stale while the others decide
+			<-resume
+		}
+		return now
+	}))
+	defer s.Close()
+	ctx := context.Background()
+	p := memstore.Prepare("k", driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 2})
+	if r, _ := s.DecidePrepared(ctx, p, "id", 1); !r.Allowed { // the key exists
+		t.Fatal("first take denied")
+	}
+	stall.Store(true)
+	late := make(chan driver.Result)
+	go func() {
+		r, _ := s.DecidePrepared(ctx, p, "id", 1)
+		late <- r
+	}()
+	<-stalled
+	clk.Advance(10 * time.Second) // the bucket refills
+	if r, _ := s.DecidePrepared(ctx, p, "id", 1); !r.Allowed || r.Remaining != 1 {
+		t.Fatalf("take after the refill: %+v, want allowed with 1 remaining", r)
+	}
+	close(resume)
+	if r := <-late; !r.Allowed || r.Remaining != 0 {
+		t.Fatalf("the stalled take, with one token left: %+v, want allowed with 0 remaining", r)
+	}
+}
