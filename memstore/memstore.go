@@ -241,6 +241,8 @@ func (ls *lockSet) hold(e *entry) {
 	}
 }
 
+// lock takes the locks of the shards of the checks' keys, in order, and
+// holds the buckets of those keys that exist.
 func (s *Store) lock(ls *lockSet, checks []driver.Check) {
 	if len(checks) > len(ls.hbuf) {
 		ls.bigH = make([]uint64, len(checks))
@@ -256,6 +258,18 @@ func (s *Store) lock(ls *lockSet, checks []driver.Check) {
 	}
 	for _, i := range ls.list() {
 		s.shards[i].mu.Lock()
+	}
+	// Hold the buckets that exist before the caller reads the clock, so
+	// that no lone check moves one past that reading: a stale clock would
+	// deny what the bucket admits. A bucket the decision creates starts
+	// full, and apply holds it right after.
+	for i := range checks {
+		if checks[i].Policy.Kind == driver.TokenBucket {
+			h := ls.hash(i)
+			if e := s.shardOf(h).find(h, checks[i].Key.Name, checks[i].Key.ID); e != nil {
+				ls.hold(e)
+			}
+		}
 	}
 }
 
