@@ -177,7 +177,8 @@ type Result struct {
 
 // Store is a rate limit backend. Implementations must be safe for concurrent
 // use. Constructors do no network I/O; a Store never closes a client it was
-// given.
+// given. Every call honours ctx: it returns once ctx is done, whatever the
+// network does. Errors say their class (see Unavailable and BadRequest).
 type Store interface {
 	// Decide applies checks atomically: either every check passes and all
 	// are consumed, or nothing is consumed. It fills results[i] for
