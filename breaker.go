@@ -1,70 +1,24 @@
 package ratesync
 
 import (
-	"sync/atomic"
+	"errors"
 	"time"
+
+	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/sony/gobreaker/v2"
 )
 
-// Circuit breaker settings of every store.
+// Circuit breaker defaults. Each store of a configuration can set its own
+// (breaker_threshold, breaker_cooldown_seconds), and a store added in code
+// with WithBreaker.
 const (
-	// BreakerThreshold is how many consecutive store failures open a
-	// store's circuit breaker.
-	BreakerThreshold = 5
-	// BreakerCooldown is how long an open breaker answers without calling
-	// the store before one probe call is let through.
-	BreakerCooldown = 2 * time.Second
+	// DefaultBreakerThreshold is how many consecutive unavailable answers
+	// open a store's circuit breaker.
+	DefaultBreakerThreshold = 5
+	// DefaultBreakerCooldown is how long an open breaker answers without
+	// calling the store before one probe call is let through.
+	DefaultBreakerCooldown = 2 * time.Second
 )
-
-// breaker is a store's circuit breaker: closed (calls go through), open
-// (no calls until the cool-down ends), half-open (one probe call; its
-// success closes the breaker, its failure opens it again). The zero value
-// is closed.
-type breaker struct {
-	failures  atomic.Int32
-	openUntil atomic.Int64 // unix ns; 0 when closed
-	probing   atomic.Bool
-}
-
-// allow reports whether a call may go to the store.
-func (b *breaker) allow() bool {
-	until := b.openUntil.Load()
-	if until == 0 {
-		return true
-	}
-	if time.Now().UnixNano() < until {
-		return false
-	}
-	return b.probing.CompareAndSwap(false, true) // half-open: one probe at a time
-}
-
-// clean reports whether the breaker is closed with no failure counted, so
-// that a success would change nothing.
-func (b *breaker) clean() bool {
-	return b.openUntil.Load() == 0 && b.failures.Load() == 0
-}
-
-// success records a good call and reports whether it closed an open
-// breaker.
-func (b *breaker) success() (closed bool) {
-	if b.failures.Load() != 0 || b.openUntil.Load() != 0 {
-		b.failures.Store(0)
-		closed = b.openUntil.Swap(0) != 0
-		b.probing.Store(false)
-	}
-	return closed
-}
-
-// failure records a failed call and reports whether the breaker opened
-// (from closed) because of it.
-func (b *breaker) failure() (opened bool) {
-	n := b.failures.Add(1)
-	if n >= BreakerThreshold || b.probing.Load() {
-		was := b.openUntil.Swap(time.Now().Add(BreakerCooldown).UnixNano())
-		b.probing.Store(false)
-		return was == 0
-	}
-	return false
-}
 
 // BreakerState is the state of a store's circuit breaker.
 type BreakerState string
@@ -76,13 +30,53 @@ const (
 	BreakerHalfOpen BreakerState = "half-open"
 )
 
-func (b *breaker) state() BreakerState {
-	until := b.openUntil.Load()
-	switch {
-	case until == 0:
-		return BreakerClosed
-	case time.Now().UnixNano() < until:
+// errAbandoned is the outcome reported to the breaker for a call whose
+// caller left before the store answered and whose answer never came within
+// the call timeout either: it says nothing about the store, and frees the
+// probe slot of a half-open breaker.
+var errAbandoned = errors.New("ratesync: store call abandoned")
+
+// breaker is a store's circuit breaker (sony/gobreaker): closed, open for
+// the cool-down after threshold consecutive unavailable answers, then
+// half-open with one probe call, whose answer closes or reopens it. Only
+// unavailability (driver.IsUnavailable) counts as a failure; any other
+// answer shows the store is up.
+type breaker struct {
+	cb *gobreaker.TwoStepCircuitBreaker[struct{}]
+}
+
+func newBreaker(threshold int, cooldown time.Duration, onChange func(from, to BreakerState)) breaker {
+	return breaker{cb: gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		MaxRequests: 1,
+		Timeout:     cooldown,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= uint32(threshold) },
+		IsSuccessful: func(err error) bool {
+			return !driver.IsUnavailable(err)
+		},
+		IsExcluded: func(err error) bool { return errors.Is(err, errAbandoned) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if onChange != nil {
+				onChange(stateOf(from), stateOf(to))
+			}
+		},
+	})}
+}
+
+func stateOf(s gobreaker.State) BreakerState {
+	switch s {
+	case gobreaker.StateOpen:
 		return BreakerOpen
+	case gobreaker.StateHalfOpen:
+		return BreakerHalfOpen
 	}
-	return BreakerHalfOpen
+	return BreakerClosed
+}
+
+// state returns the breaker's state; in-process stores have none and are
+// always closed.
+func (b breaker) state() BreakerState {
+	if b.cb == nil {
+		return BreakerClosed
+	}
+	return stateOf(b.cb.State())
 }

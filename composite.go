@@ -5,23 +5,20 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-
-	"github.com/rate-sync/ratesync-go/driver"
+	"strings"
 )
 
 // Strategy says how a Composite combines its parts.
 type Strategy string
 
 const (
-	// MostRestrictive admits only when every part admits, all or nothing in
-	// one store call; the result's MostRestrictive is the part with the least
-	// quota left. It is the default.
-	MostRestrictive Strategy = "most_restrictive"
-	// AllMustPass admits like MostRestrictive; when denied, MostRestrictive
-	// is the part that denied.
+	// AllMustPass admits only when every part admits, all or nothing in one
+	// store call: a denial consumes nothing from any part. It is the
+	// default; rate-sync's "most_restrictive" is the same strategy.
 	AllMustPass Strategy = "all_must_pass"
 	// AnyMustPass admits when any part admits: parts are tried in name
-	// order and the first that admits is the only one consumed.
+	// order, one decision each, and the first that admits is the only one
+	// consumed.
 	AnyMustPass Strategy = "any_must_pass"
 )
 
@@ -39,10 +36,13 @@ type Composite struct {
 type CompositeResult struct {
 	// Allowed reports whether the request was admitted.
 	Allowed bool
-	// Results holds each part's decision, by part name. With AnyMustPass it
-	// holds the parts that were tried.
+	// Results holds each part's decision, by part name; each Decision's
+	// Limiter is the part name, and its Allowed the composite's outcome.
+	// With AnyMustPass it holds the parts that were tried.
 	Results map[string]Decision
-	// MostRestrictive is the decision of the binding part (see Strategy).
+	// MostRestrictive is the decision of the binding part: when denied,
+	// the part that denied (with the longest RetryAfter, when several did);
+	// when allowed, the part with the least quota left.
 	MostRestrictive Decision
 	// TriggeredBy names the part that denied ("all" when AnyMustPass found
 	// none that admits); empty when allowed.
@@ -53,31 +53,43 @@ type CompositeResult struct {
 
 // Composite returns a composite of limiters, a map from part name (such as
 // "by_ip") to limiter name (such as "login_ip"). Strategy empty means
-// MostRestrictive. For an atomic decision every limiter must use the same
-// store.
+// AllMustPass. With AllMustPass every limiter must use the same store, so
+// that the decision is one atomic call.
 func (r *Registry) Composite(limiters map[string]string, strategy Strategy) (*Composite, error) {
 	if len(limiters) == 0 {
 		return nil, &ConfigError{Msg: "composite: at least one limiter must be provided"}
 	}
-	if strategy == "" {
-		strategy = MostRestrictive
-	}
 	switch strategy {
-	case MostRestrictive, AllMustPass, AnyMustPass:
+	case "", "most_restrictive":
+		strategy = AllMustPass
+	case AllMustPass, AnyMustPass:
 	default:
-		return nil, &ConfigError{Msg: fmt.Sprintf("composite: unknown strategy %q: use %q, %q or %q", strategy, MostRestrictive, AllMustPass, AnyMustPass)}
+		return nil, &ConfigError{Msg: fmt.Sprintf("composite: unknown strategy %q: use %q or %q", strategy, AllMustPass, AnyMustPass)}
 	}
-	for part, name := range limiters {
-		if _, err := r.Limiter(name); err != nil {
+	parts := slices.Sorted(maps.Keys(limiters))
+	stores := map[string][]string{} // store -> parts
+	for _, part := range parts {
+		l, err := r.Limiter(limiters[part])
+		if err != nil {
 			return nil, fmt.Errorf("composite part %q: %w", part, err)
 		}
+		stores[l.r.rule.Store] = append(stores[l.r.rule.Store], part)
 	}
-	return &Composite{reg: r, parts: slices.Sorted(maps.Keys(limiters)), limiters: maps.Clone(limiters), strategy: strategy}, nil
+	if strategy == AllMustPass && len(stores) > 1 {
+		var desc []string
+		for _, s := range slices.Sorted(maps.Keys(stores)) {
+			desc = append(desc, fmt.Sprintf("%s on store %q", strings.Join(stores[s], ", "), s))
+		}
+		return nil, &ConfigError{Msg: fmt.Sprintf("composite: parts %s: an all-or-nothing decision needs every part on one store", strings.Join(desc, "; "))}
+	}
+	return &Composite{reg: r, parts: parts, limiters: maps.Clone(limiters), strategy: strategy}, nil
 }
 
 // Check decides the composite for ids, a map from part name to
 // identifier; it must have exactly the composite's parts. It makes one
-// attempt and does not wait.
+// attempt and does not wait. When the store cannot decide, the strictest
+// failure policy of the parts answers (deny, then local, then allow); local
+// decides every part in process.
 func (c *Composite) Check(ctx context.Context, ids map[string]string) (CompositeResult, error) {
 	if len(ids) != len(c.parts) {
 		return CompositeResult{}, fmt.Errorf("ratesync: composite: identifiers for %v, want exactly %v", slices.Sorted(maps.Keys(ids)), c.parts)
@@ -121,77 +133,79 @@ func (c *Composite) any(ctx context.Context, lims []*Limiter) (CompositeResult, 
 }
 
 func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, error) {
-	h := lims[0].r.store.Load()
-	var checks []driver.Check
-	starts := make([]int, len(lims)+1) // part i owns checks[starts[i]:starts[i+1]]
+	parts := make([]part, len(lims))
 	for i, l := range lims {
-		if lh := l.r.store.Load(); lh != h {
-			return CompositeResult{}, fmt.Errorf("ratesync: composite: parts %q and %q use different stores (%q, %q); an all-or-nothing decision needs one store",
-				c.parts[0], c.parts[i], h.name, lh.name)
-		}
-		starts[i] = len(checks)
-		for _, p := range l.r.policies {
-			checks = append(checks, driver.Check{Key: l.skey(), Policy: p, Cost: 1})
-		}
+		parts[i] = part{l.r, l.skey()}
 	}
-	starts[len(lims)] = len(checks)
-	results := make([]driver.Result, len(checks))
-	allowed, err := h.store.Decide(ctx, checks, results)
+	dec, err := c.reg.decideParts(ctx, lims[0].r.handle(), parts, 1)
 	if err != nil {
-		a, ferr := lims[0].storeFailure(ctx, checks[0].Key, 1, err)
-		res := CompositeResult{Allowed: a.d.Allowed, MostRestrictive: a.d, Lease: a.d.Lease}
-		c.observe(lims[0], res, ferr)
-		return res, ferr
+		err = fmt.Errorf("ratesync: composite %v: %w", c.parts, err)
+		for i, l := range lims {
+			c.observe(l, Decision{Limiter: c.parts[i]}, err)
+		}
+		return CompositeResult{}, err
 	}
-	res := CompositeResult{Allowed: allowed, Results: make(map[string]Decision, len(lims))}
-	lease := &Lease{}
-	first := -1
+	defer dec.done()
+	res := CompositeResult{Allowed: dec.allowed, Results: make(map[string]Decision, len(lims))}
+	if dec.failedOpen {
+		d := Decision{Allowed: true, FailedOpen: true, Lease: failedOpenLease}
+		for i, l := range lims {
+			d.Limiter = c.parts[i]
+			res.Results[c.parts[i]] = d
+			l.r.m.admitted(0)
+			c.observe(l, d, nil)
+		}
+		res.MostRestrictive, res.Lease = res.Results[c.parts[0]], failedOpenLease
+		return res, nil
+	}
+	bind := -1 // the binding part
+	k := 0
 	for i, l := range lims {
-		part := results[starts[i]:starts[i+1]]
+		n := len(l.r.policies)
+		results := dec.results[k : k+n]
+		k += n
 		partAllowed := true
-		for _, r := range part {
+		for _, r := range results {
 			partAllowed = partAllowed && r.Allowed
 		}
-		d := combine(part, partAllowed)
-		d.Allowed = allowed // a part that would pass alone is still denied with the rest
+		d := combine(results, partAllowed)
+		d.Allowed = dec.allowed // a part that would pass alone is still denied with the rest
 		d.Limiter = c.parts[i]
+		d.Fallback = dec.fallback
 		res.Results[c.parts[i]] = d
-		if allowed {
+		switch {
+		case dec.allowed:
 			l.r.m.admitted(0)
-			for _, r := range part {
-				if r.Lease != "" {
-					lease.refs = append(lease.refs, leaseRef{rs: l.r, h: h, key: checks[starts[i]].Key, id: r.Lease})
-					l.r.m.leaseTaken()
-				}
+			if bind < 0 || d.Remaining < res.Results[c.parts[bind]].Remaining {
+				bind = i
 			}
-		} else {
+		case !partAllowed:
+			// Only the parts that denied count a denial: the others
+			// consumed nothing and were not limited.
 			l.r.m.denials.Add(1)
-			if !partAllowed && first < 0 {
-				first = i
+			if bind < 0 || d.RetryAfter > res.Results[c.parts[bind]].RetryAfter {
+				bind = i
 			}
 		}
+		c.observe(l, d, nil)
 	}
-	res.MostRestrictive = res.Results[c.parts[0]]
-	for _, p := range c.parts[1:] {
-		if d := res.Results[p]; d.Remaining < res.MostRestrictive.Remaining {
-			res.MostRestrictive = d
-		}
+	if bind < 0 { // denied, yet no part reports a denial: trust the store
+		bind = 0
 	}
-	if allowed {
-		res.Lease = lease
-	} else if first >= 0 {
-		res.TriggeredBy = c.parts[first]
-		if c.strategy == AllMustPass {
-			res.MostRestrictive = res.Results[c.parts[first]]
-		}
+	res.MostRestrictive = res.Results[c.parts[bind]]
+	if dec.allowed {
+		res.Lease = leaseOf(dec, parts)
+	} else {
+		res.TriggeredBy = c.parts[bind]
 	}
-	c.observe(lims[0], res, nil)
 	return res, nil
 }
 
-func (c *Composite) observe(l *Limiter, res CompositeResult, err error) {
+// observe reports one part's decision of a composite check, under the
+// part's own rule and key.
+func (c *Composite) observe(l *Limiter, d Decision, err error) {
 	if obs := c.reg.observer; obs != nil {
-		h := l.r.store.Load()
-		obs(Event{Op: OpComposite, Limiter: l.r.name, Store: h.name, Engine: h.engine, Key: l.Key(), Decision: res.MostRestrictive, Err: err})
+		h := l.r.handle()
+		obs(Event{Op: OpComposite, Limiter: l.r.name, Store: h.name, Engine: h.engine, Key: l.Key(), Decision: d, Err: err})
 	}
 }

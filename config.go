@@ -180,6 +180,7 @@ func parseLimiter(file string, lines *lineIndex, raw string, v any) (LimiterConf
 		return LimiterConfig{}, &ConfigError{File: file, Table: table, Line: line, Msg: "must be a table"}
 	}
 	var r Rule
+	var failClosed *field // rate-sync's fail_closed, reconciled with on_store_error below
 	for _, k := range slices.Sorted(maps.Keys(t)) {
 		f := field{file: file, table: "limiters." + name, key: k, line: lines.line(table, k), v: t[k]}
 		var err error
@@ -203,7 +204,8 @@ func parseLimiter(file string, lines *lineIndex, raw string, v any) (LimiterConf
 		case "timeout":
 			r.Timeout, err = f.seconds()
 		case "fail_closed":
-			r.FailClosed, err = f.bool()
+			_, err = f.bool()
+			failClosed = &f
 		case "on_store_error":
 			var v string
 			v, err = f.str()
@@ -223,6 +225,17 @@ func parseLimiter(file string, lines *lineIndex, raw string, v any) (LimiterConf
 		if isZeroNumber(k, r) {
 			return LimiterConfig{}, f.errorf("must be > 0, got 0")
 		}
+	}
+	if failClosed != nil {
+		closed, _ := failClosed.bool()
+		p := Allow
+		if closed {
+			p = Deny
+		}
+		if r.OnStoreError != "" && r.OnStoreError != p {
+			return LimiterConfig{}, failClosed.errorf("fail_closed = %v means on_store_error = %q; it contradicts on_store_error = %q: keep one", closed, p, r.OnStoreError)
+		}
+		r.OnStoreError = p
 	}
 	nr, err := r.normalize()
 	if err != nil {
@@ -320,14 +333,14 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 		return err
 	}
 	for _, sc := range cfg.Stores {
-		h, err := openStore(sc)
+		h, err := r.openStore(sc)
 		if err != nil {
 			return fail(err)
 		}
 		opened[sc.Name] = h
 	}
 	r.mu.Lock()
-	if r.closed {
+	if r.closed.Load() {
 		r.mu.Unlock()
 		return fail(ErrClosed)
 	}
@@ -354,17 +367,20 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 		}
 		rules[lc.Name] = r.newRuleState(lc.Name, lc.Rule, h)
 	}
-	var old []*storeHandle
+	old := map[*storeHandle]time.Duration{} // replaced stores, with their longest lease TTL
 	for name, h := range opened {
-		if o := r.stores[name]; o != nil {
-			old = append(old, o)
-		}
+		o := r.stores[name]
 		r.stores[name] = h
 		r.subscribe(h)
+		ttl := time.Duration(0)
 		for _, rs := range r.rules {
 			if rs.rule.Store == name {
-				rs.store.Store(h)
+				rs.bind.Store(rs.bindTo(h))
+				ttl = max(ttl, rs.rule.LeaseTTL)
 			}
+		}
+		if o != nil {
+			old[o] = ttl
 		}
 	}
 	maps.Copy(r.rules, rules)
@@ -372,8 +388,8 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 		r.http = cfg.HTTP
 	}
 	r.mu.Unlock()
-	for _, h := range old {
-		h.close()
+	for h, ttl := range old {
+		h.retire(ttl)
 	}
 	return nil
 }

@@ -85,7 +85,7 @@ func TestSeedSnippetsParse(t *testing.T) {
 		t.Fatalf("limiters %v, want %d", got, len(want))
 	}
 	for name, w := range want {
-		w.OnStoreError = ratesync.Allow // the default failure policy
+		w.OnStoreError, w.FallbackReplicas = ratesync.Local, 1 // the default failure policy
 		if got[name] != w {
 			t.Errorf("%s: got %+v, want %+v", name, got[name], w)
 		}
@@ -210,7 +210,7 @@ timeout = "${RS_EMPTY:-1.5}"
 	}
 	l := cfg.Limiters[0]
 	want := ratesync.Rule{Store: "main", Algorithm: ratesync.TokenBucket, RatePerSecond: 2.5, Burst: 1, MaxConcurrent: 7,
-		LeaseTTL: ratesync.DefaultLeaseTTL, FailClosed: true, OnStoreError: ratesync.Deny, Timeout: 1500 * time.Millisecond}
+		LeaseTTL: ratesync.DefaultLeaseTTL, OnStoreError: ratesync.Deny, Timeout: 1500 * time.Millisecond}
 	if l.Name != "payments" || l.Rule != want {
 		t.Fatalf("got %s %+v, want payments %+v", l.Name, l.Rule, want)
 	}

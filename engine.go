@@ -64,7 +64,7 @@ func openMemory(cfg *StoreConfig) (driver.Store, error) {
 	return memstore.New(memstore.WithSweepInterval(sweep)), nil
 }
 
-func openStore(cfg *StoreConfig) (*storeHandle, error) {
+func (r *Registry) openStore(cfg *StoreConfig) (*storeHandle, error) {
 	if cfg.Engine == "" {
 		return nil, cfg.Errorf("engine", "required: one of %s", strings.Join(Engines(), ", "))
 	}
@@ -80,16 +80,26 @@ func openStore(cfg *StoreConfig) (*storeHandle, error) {
 		return nil, cfg.Errorf("engine", "unknown engine %q: use one of %s", cfg.Engine, strings.Join(Engines(), ", "))
 	}
 	cfg.used = map[string]bool{"engine": true}
-	def := DefaultCallTimeout
-	if cfg.Engine == "memory" {
-		def = 0 // in process: nothing to wait for
-	}
-	callTimeout, err := cfg.Seconds("call_timeout_seconds", def)
+	callTimeout, err := cfg.Seconds("call_timeout_seconds", DefaultCallTimeout)
 	if err != nil {
 		return nil, err
 	}
 	if callTimeout < 0 {
 		return nil, cfg.Errorf("call_timeout_seconds", "must be >= 0 (0 turns the timeout off)")
+	}
+	threshold, err := cfg.Int("breaker_threshold", DefaultBreakerThreshold)
+	if err != nil {
+		return nil, err
+	}
+	if threshold < 1 || threshold > 1_000_000 {
+		return nil, cfg.Errorf("breaker_threshold", "must be between 1 and 1000000 consecutive failures, got %d", threshold)
+	}
+	cooldown, err := cfg.Seconds("breaker_cooldown_seconds", DefaultBreakerCooldown)
+	if err != nil {
+		return nil, err
+	}
+	if cooldown < time.Millisecond || cooldown > time.Hour {
+		return nil, cfg.Errorf("breaker_cooldown_seconds", "must be between 0.001 and 3600 seconds, got %v", cooldown.Seconds())
 	}
 	s, err := open(cfg)
 	if err != nil {
@@ -101,13 +111,18 @@ func openStore(cfg *StoreConfig) (*storeHandle, error) {
 			return nil, cfg.Errorf(k, "unknown key for engine %q", cfg.Engine)
 		}
 	}
-	h := &storeHandle{name: cfg.Name, engine: cfg.Engine, store: s, owned: true, options: cfg.redacted()}
-	h.callTimeout.Store(int64(callTimeout))
+	h := r.newHandle(cfg.Name, cfg.Engine, s, true)
+	h.options = cfg.redacted()
+	if !h.inproc {
+		h.callTimeout.Store(int64(callTimeout))
+		h.setBreaker(threshold, cooldown)
+	}
 	return h, nil
 }
 
-// DefaultCallTimeout bounds how long a decision waits for a network store
-// (call_timeout_seconds) before the rule's failure policy answers.
+// DefaultCallTimeout bounds how long a call waits for a store that is not
+// in process (call_timeout_seconds) before it gives up and, for a
+// decision, the rule's failure policy answers.
 const DefaultCallTimeout = 250 * time.Millisecond
 
 // StoreConfig is one [stores.NAME] table: the engine and its options. Its

@@ -16,9 +16,12 @@ import (
 )
 
 // flakyStore is a memory store that fails every call while down, and
-// counts the calls that reach it.
+// counts the calls that reach it. It embeds the driver.Store interface,
+// not the memory store, so that it is not seen as an in-process store
+// (driver.InProcess), which the limiter layer calls without a timeout or
+// a breaker.
 type flakyStore struct {
-	*memstore.Store
+	driver.Store
 	down     atomic.Bool
 	calls    atomic.Int64
 	releases atomic.Int64
@@ -29,7 +32,7 @@ var errRefused = errors.New("connection refused")
 func (f *flakyStore) Decide(ctx context.Context, c []driver.Check, r []driver.Result) (bool, error) {
 	f.calls.Add(1)
 	if f.down.Load() {
-		return false, errRefused
+		return false, driver.Unavailable(errRefused)
 	}
 	return f.Store.Decide(ctx, c, r)
 }
@@ -59,7 +62,7 @@ func flakyRegistry(t *testing.T, rules map[string]ratesync.Rule) (*ratesync.Regi
 
 func TestFailurePolicies(t *testing.T) {
 	r, fs := flakyRegistry(t, map[string]ratesync.Rule{
-		"allow": {RatePerSecond: 1, Burst: 1},
+		"allow": {RatePerSecond: 1, Burst: 1, OnStoreError: ratesync.Allow},
 		"deny":  {RatePerSecond: 1, Burst: 1, OnStoreError: ratesync.Deny},
 		"local": {RatePerSecond: 0.001, Burst: 10, MaxConcurrent: 4, OnStoreError: ratesync.Local, FallbackReplicas: 2},
 	})
@@ -108,22 +111,22 @@ func TestFailurePolicies(t *testing.T) {
 }
 
 func TestCircuitBreaker(t *testing.T) {
-	r, fs := flakyRegistry(t, map[string]ratesync.Rule{"api": {RatePerSecond: 1000, Burst: 1000}})
+	r, fs := flakyRegistry(t, map[string]ratesync.Rule{"api": {RatePerSecond: 1000, Burst: 1000, OnStoreError: ratesync.Allow}})
 	fs.down.Store(true)
 	for range 20 {
 		if d, err := r.Try(ctx, "api"); err != nil || !d.FailedOpen {
 			t.Fatalf("%+v %v", d, err)
 		}
 	}
-	if n := fs.calls.Load(); n != ratesync.BreakerThreshold {
-		t.Fatalf("store called %d times for 20 decisions, want %d before the breaker opened", n, ratesync.BreakerThreshold)
+	if n := fs.calls.Load(); n != ratesync.DefaultBreakerThreshold {
+		t.Fatalf("store called %d times for 20 decisions, want %d before the breaker opened", n, ratesync.DefaultBreakerThreshold)
 	}
 	if st := r.Stores()[0].Breaker; st != ratesync.BreakerOpen {
 		t.Fatalf("breaker %s, want open", st)
 	}
 	// After the cool-down one probe goes through; the store is back.
 	fs.down.Store(false)
-	deadline := time.Now().Add(ratesync.BreakerCooldown + 5*time.Second)
+	deadline := time.Now().Add(ratesync.DefaultBreakerCooldown + 5*time.Second)
 	for r.Stores()[0].Breaker != ratesync.BreakerHalfOpen {
 		if time.Now().After(deadline) {
 			t.Fatal("breaker never half-open")
@@ -144,7 +147,9 @@ func TestFailurePolicyConfig(t *testing.T) {
 		{"on_store_error = \"local\"\nfallback_replicas = 3\n", ""},
 		{"on_store_error = \"panic\"\n", `unknown policy "panic"`},
 		{"fail_closed = true\non_store_error = \"allow\"\n", "contradicts"},
-		{"fallback_replicas = 2\n", "needs on_store_error"},
+		{"fallback_replicas = 2\n", ""}, // local is the default
+		{"on_store_error = \"allow\"\nfallback_replicas = 2\n", "needs on_store_error"},
+		{"fail_closed = false\non_store_error = \"local\"\n", "contradicts"},
 		{"on_store_error = \"local\"\nfallback_replicas = 0\n", "must be > 0"},
 	} {
 		_, err := ratesync.ParseConfig("f.toml", []byte("[stores.m]\nengine = \"memory\"\n[limiters.a]\nstore = \"m\"\nrate_per_second = 1.0\n"+tc.toml))
@@ -159,7 +164,7 @@ type secretErrStore struct{ *flakyStore }
 var errWithURL = errors.New("dial redis://:s3cret@10.0.0.9:6379: connection refused")
 
 func (s secretErrStore) Decide(ctx context.Context, c []driver.Check, r []driver.Result) (bool, error) {
-	return false, errWithURL
+	return false, driver.Unavailable(errWithURL)
 }
 
 // Store trouble is logged once per breaker change, never per decision,
@@ -205,7 +210,9 @@ type slowStore struct {
 
 func (s slowStore) Decide(ctx context.Context, c []driver.Check, r []driver.Result) (bool, error) {
 	<-s.unblock
-	return s.flakyStore.Decide(ctx, c, r)
+	// A store that ignores its context (as a client without context
+	// deadlines does) answers even after the call timed out.
+	return s.flakyStore.Decide(context.WithoutCancel(ctx), c, r)
 }
 
 // A store that does not answer within the call timeout gets the failure

@@ -8,10 +8,12 @@ import (
 
 // Store keys are the rule name followed by the identifiers of a per-key
 // limiter, joined by ':'. Each component escapes '%' and ':' (as %25 and
-// %3A), so no two different (name, identifiers) lists share a key:
-// ("a", "b:c") and ("a:b", "c") stay apart.
+// %3A), and an empty component is written "%" (which no other component
+// can be), so no two different (name, identifiers) lists share a key:
+// ("a", "b:c") and ("a:b", "c") stay apart, and so do ("a", "", "x") and
+// ("a", "x"), or ("a", "") and ("a").
 
-// needsEscape reports whether s contains ':' or '%'. It runs on every
+// needsEscape reports whether s contains ':' or '%', or is empty. It runs on every
 // l.For(id) decision, where strings.ContainsAny costs more than the rest of
 // building the key: up to 16 bytes take two overlapping word loads and no
 // loop.
@@ -30,6 +32,8 @@ func needsEscape(s string) bool {
 		return escapable(word.Load8(s), word.Load8(s[n-8:]))
 	case n >= 4:
 		return escapable(word.Load4(s), word.Load4(s[n-4:]))
+	case n == 0:
+		return true
 	}
 	for i := 0; i < n; i++ {
 		if s[i] == ':' || s[i] == '%' {
@@ -48,6 +52,10 @@ func escapable(a, b uint64) bool {
 }
 
 func appendComponent(b *strings.Builder, s string) {
+	if s == "" {
+		b.WriteByte('%')
+		return
+	}
 	if !needsEscape(s) {
 		b.WriteString(s)
 		return
@@ -65,6 +73,9 @@ func appendComponent(b *strings.Builder, s string) {
 }
 
 func escapeComponent(s string) string {
+	if s == "" {
+		return "%"
+	}
 	if !needsEscape(s) {
 		return s
 	}
@@ -75,6 +86,9 @@ func escapeComponent(s string) string {
 
 // unescapeComponent reverses appendComponent.
 func unescapeComponent(s string) string {
+	if s == "%" {
+		return ""
+	}
 	if !strings.Contains(s, "%") {
 		return s
 	}

@@ -9,7 +9,10 @@ import (
 // ':' or '%' (or a near miss) at every position: its word loads overlap
 // differently at each length.
 func TestNeedsEscape(t *testing.T) {
-	for n := 0; n <= 40; n++ {
+	if !needsEscape("") {
+		t.Error(`needsEscape("") = false: the empty identifier is escaped as "%"`)
+	}
+	for n := 1; n <= 40; n++ {
 		base := strings.Repeat("a", n)
 		if needsEscape(base) {
 			t.Errorf("needsEscape(%q) = true", base)

@@ -19,59 +19,129 @@ var ErrLeaseLost = errors.New("ratesync: lease expired or released")
 // other rules Release is a no-op. A nil *Lease is valid and holds nothing.
 // A Lease is safe for concurrent use; Release is idempotent.
 type Lease struct {
-	refs     []leaseRef
-	one      [1]leaseRef
-	released atomic.Bool
+	refs []leaseRef
+	one  [1]leaseRef
+	// failedOpen, fallback: how the lease was granted (see FailedOpen and
+	// Fallback).
+	failedOpen, fallback bool
+
+	// state: leaseHeld, leaseReleasing (one Release call owns the refs),
+	// leaseReleased.
+	state atomic.Int32
 }
+
+const (
+	leaseHeld = iota
+	leaseReleasing
+	leaseReleased
+)
 
 type leaseRef struct {
-	rs  *ruleState
-	h   *storeHandle
-	key driver.Key
-	id  string
+	rs       *ruleState
+	h        *storeHandle
+	key      driver.Key
+	id       string
+	released bool // written by the Release call that owns the lease
 }
 
-// noLease is the shared lease of admissions that hold no slot.
-var noLease = &Lease{}
+// Shared leases of admissions that hold no slot.
+var (
+	noLease         = &Lease{}
+	failedOpenLease = &Lease{failedOpen: true}
+	fallbackLease   = &Lease{fallback: true}
+)
 
 // Held reports whether the lease holds a concurrency slot that has not been
 // released.
 func (l *Lease) Held() bool {
-	return l != nil && len(l.refs) > 0 && !l.released.Load()
+	if l == nil || len(l.refs) == 0 {
+		return false
+	}
+	return l.state.Load() != leaseReleased
 }
+
+// FailedOpen reports that the store could not decide and the rule's Allow
+// failure policy granted the request without a limit.
+func (l *Lease) FailedOpen() bool { return l != nil && l.failedOpen }
+
+// Fallback reports that the store could not decide and the rule's Local
+// failure policy granted the request in process.
+func (l *Lease) Fallback() bool { return l != nil && l.fallback }
+
+// releaseBudget bounds the retries of a Release whose context has no
+// earlier deadline.
+const releaseBudget = 2 * time.Second
 
 // Release frees the lease's concurrency slots and wakes the next waiter. It
 // is idempotent and never raises capacity: a second release, or the release
-// of a lease that expired, does nothing. The store call ignores ctx's
-// cancellation, so a lease is released even from a request whose context is
-// done.
+// of a lease that expired, does nothing (a Release while another one runs
+// returns at once).
+//
+// The first attempt ignores ctx's cancellation (it is bounded by the
+// store's call timeout), so a lease is released even from a request whose
+// context is done. When the store is unavailable, Release tries again
+// while ctx allows (at most two seconds when ctx has no deadline), then
+// returns the error; the lease stays held, so Release can be called again,
+// and the slot frees itself at the end of the lease TTL in any case.
 func (l *Lease) Release(ctx context.Context) error {
-	if l == nil || len(l.refs) == 0 || !l.released.CompareAndSwap(false, true) {
+	if l == nil || len(l.refs) == 0 {
 		return nil
 	}
-	ctx = context.WithoutCancel(ctx)
+	if !l.state.CompareAndSwap(leaseHeld, leaseReleasing) {
+		return nil // released, or being released by another call
+	}
+	budget, cancel := context.WithTimeout(ctx, releaseBudget)
+	defer cancel()
 	var errs []error
-	for _, r := range l.refs {
-		so := r.rs.reg.storeObs
-		var start time.Time
-		if so != nil {
-			start = time.Now()
+	for i := range l.refs {
+		r := &l.refs[i]
+		if r.released {
+			continue
 		}
-		err := r.h.store.Release(ctx, r.key, r.id)
-		if so != nil {
-			so(StoreCall{Store: r.h.name, Engine: r.h.engine, Op: "release", Duration: time.Since(start), Err: err})
-		}
+		err := r.release(ctx, budget)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ratesync: limiter %q: release: %w", r.rs.name, err))
+			continue
 		}
+		r.released = true
 		r.rs.m.leaseReleased()
-		if _, ok := r.h.store.(driver.ReleaseNotifier); !ok {
-			// A notifying store tells every process, this one included;
-			// waking a waiter here too would wake two for one slot.
-			r.rs.reg.queues.notify(r.h, r.key)
-		}
+		// Wake a waiter of this process at once; a store that notifies
+		// releases may wake another one too, which then finds no slot and
+		// waits again.
+		r.rs.reg.queues.notify(r.h, r.key)
+		r.h.leaseDone()
 	}
+	if len(errs) == 0 {
+		l.state.Store(leaseReleased)
+		return nil
+	}
+	l.state.Store(leaseHeld)
 	return errors.Join(errs...)
+}
+
+// release makes the store call, retrying on unavailability while budget
+// allows; the first attempt runs even when ctx is already done.
+func (r *leaseRef) release(ctx, budget context.Context) error {
+	first := context.WithoutCancel(ctx)
+	backoff := 10 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		c := budget
+		if attempt == 0 {
+			c = first
+		}
+		err := r.h.call(c, &storeOp{kind: opRelease, key: r.key, lease: r.id})
+		if err == nil || !driver.IsUnavailable(err) && !errors.Is(err, ErrCircuitOpen) {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-budget.Done():
+			t.Stop()
+			return err
+		}
+		backoff = min(2*backoff, 250*time.Millisecond)
+	}
 }
 
 // Extend sets the lease's expiry to ttl from now (the rule's lease TTL when
@@ -82,23 +152,20 @@ func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
 	if l == nil || len(l.refs) == 0 {
 		return nil
 	}
-	if l.released.Load() {
+	if !l.Held() {
 		return ErrLeaseLost
 	}
-	for _, r := range l.refs {
-		ext, ok := r.h.store.(driver.Extender)
-		if !ok {
-			return fmt.Errorf("ratesync: limiter %q: store %q cannot extend leases", r.rs.name, r.h.name)
-		}
+	for i := range l.refs {
+		r := &l.refs[i]
 		d := ttl
 		if d <= 0 {
 			d = r.rs.rule.LeaseTTL
 		}
-		held, err := ext.Extend(ctx, r.key, r.id, d)
-		if err != nil {
+		o := &storeOp{kind: opExtend, key: r.key, lease: r.id, ttl: d}
+		if err := r.h.call(ctx, o); err != nil {
 			return fmt.Errorf("ratesync: limiter %q: extend: %w", r.rs.name, err)
 		}
-		if !held {
+		if !o.ok {
 			return fmt.Errorf("limiter %q: %w", r.rs.name, ErrLeaseLost)
 		}
 	}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rate-sync/ratesync-go/driver"
-	"github.com/rate-sync/ratesync-go/memstore"
 )
 
 // ruleState is one configured rule as the registry holds it. Every Limiter
@@ -23,16 +23,13 @@ type ruleState struct {
 	// fallback holds the policies of the Local failure policy (limits
 	// divided by FallbackReplicas); nil for other policies.
 	fallback []driver.Policy
-	// prep is the single policy prepared for the memory store, under the
-	// rule's key name (every limiter of the rule shares it); nil for rules
-	// with several policies.
-	prep *memstore.Prepared
-	// quick says Try may take its memory-store path: one policy, not
-	// max_concurrent, and a registry without observers.
+	// quick says Try may take the in-process fast path when the store
+	// prepared the rule: one policy, not max_concurrent, and a registry
+	// without observers.
 	quick   bool
 	rateCap int // capacity of the rate policy; 0 without one
 	hasConc bool
-	store   atomic.Pointer[storeHandle]
+	bind    atomic.Pointer[binding]
 	reg     *Registry
 	base    *Limiter
 	// The counters change on every decision; the padding keeps them off
@@ -41,6 +38,16 @@ type ruleState struct {
 	m metrics
 	_ [64]byte
 }
+
+// binding is a rule's store, with the store's fast path for the rule's
+// single policy (driver.Preparer), nil on other stores and for rules with
+// several policies. Replacing the store replaces the binding.
+type binding struct {
+	h    *storeHandle
+	prep driver.Prepared
+}
+
+func (rs *ruleState) handle() *storeHandle { return rs.bind.Load().h }
 
 // Limiter applies one rule to one key. The limiter returned by
 // Registry.Limiter uses the rule's own key; per-key limiters (For,
@@ -66,7 +73,7 @@ func (l *Limiter) skey() driver.Key {
 	}
 	base := l.up.skey()
 	id := escapeComponent(l.id)
-	if base.ID != "" {
+	if l.up.up != nil {
 		id = base.ID + ":" + id
 	}
 	return driver.Key{Name: base.Name, ID: id}
@@ -130,26 +137,12 @@ func (l *Limiter) Metrics() Metrics { return l.r.m.snapshot() }
 
 // For returns the limiter of the same rule for one identifier: same rule
 // and store, state of its own. Chain it for a path of identifiers
-// (l.For(tenant).For(user)). Identifiers may contain any character; they
-// never collide with each other or with other rules. For is cheap enough
-// to call per request: l.For(id).Try(ctx) makes no allocation.
+// (l.For(tenant).For(user)). Identifiers may contain any bytes, the empty
+// string included; every distinct path of identifiers has its own state,
+// apart from every other path and rule. For is cheap enough to call per
+// request: l.For(id).Try(ctx) makes no allocation.
 func (l *Limiter) For(id string) *Limiter {
 	return &Limiter{r: l.r, up: l, id: id}
-}
-
-type scratch struct {
-	checks  [4]driver.Check
-	results [4]driver.Result
-}
-
-var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
-
-// attempt is the outcome of one store decision for Acquire's loop.
-type attempt struct {
-	d Decision
-	// rateRetry is the longest RetryAfter among denied rate and window
-	// checks; zero when only a concurrency check denied.
-	rateRetry time.Duration
 }
 
 func (l *Limiter) checkCost(cost int) error {
@@ -162,177 +155,223 @@ func (l *Limiter) checkCost(cost int) error {
 	return nil
 }
 
-// decide makes one store decision on key (the limiter's skey, which
-// callers compute once per call). Store errors, and an open circuit
-// breaker, go to the rule's failure policy.
+// part is one limiter of a decision: its rule and its store key. A
+// limiter's decision has one part; a composite's has one per limiter.
+type part struct {
+	rs  *ruleState
+	key driver.Key
+}
+
+// decision is the outcome of one decision over parts, before it becomes a
+// Decision or a CompositeResult. Call done once its results are read.
+type decision struct {
+	allowed bool
+	h       *storeHandle // the store that decided: the rule's, or the fallback
+	results []driver.Result
+	// failedOpen: the store could not decide and the Allow policy
+	// admitted; fallback: the Local policy decided in process.
+	failedOpen, fallback bool
+	// answered is when the store's answer came back, the time waits are
+	// measured from.
+	answered time.Time
+	op       *pooledOp
+}
+
+// done returns the decision's buffers to their pool.
+func (d *decision) done() {
+	if d.op != nil {
+		clear(d.op.cbuf[:])
+		clear(d.op.rbuf[:])
+		opPool.Put(d.op)
+		d.op = nil
+	}
+}
+
+var opPool = sync.Pool{New: func() any { return new(pooledOp) }}
+
+// pooledOp is a store op with room for the checks of most decisions. An
+// op whose store call may still run (the caller left it) is never put
+// back.
+type pooledOp struct {
+	storeOp
+	cbuf [4]driver.Check
+	rbuf [4]driver.Result
+}
+
+func getOp(kind opKind, n int) *pooledOp {
+	o := opPool.Get().(*pooledOp)
+	o.storeOp = storeOp{kind: kind}
+	if n <= len(o.cbuf) {
+		o.checks, o.results = o.cbuf[:n], o.rbuf[:n]
+	} else {
+		o.checks, o.results = make([]driver.Check, n), make([]driver.Result, n)
+	}
+	return o
+}
+
+// checkCount returns the number of checks of a decision over parts.
+func checkCount(parts []part) int {
+	n := 0
+	for _, p := range parts {
+		n += len(p.rs.policies)
+	}
+	return n
+}
+
+// decideParts makes one decision over parts on store h, all or nothing,
+// each part taking cost units. Store errors go to the strictest failure
+// policy of the parts: Deny returns an error matching ErrStore, Local
+// decides the same checks with the fallback policies in the registry's
+// in-process fallback store, Allow admits. The results are the parts'
+// checks one after the other, in policy order.
+func (reg *Registry) decideParts(ctx context.Context, h *storeHandle, parts []part, cost int) (decision, error) {
+	o := getOp(opDecide, checkCount(parts))
+	i := 0
+	for _, p := range parts {
+		for _, pol := range p.rs.policies {
+			o.checks[i] = driver.Check{Key: p.key, Policy: pol, Cost: cost}
+			i++
+		}
+	}
+	err := h.call(ctx, &o.storeOp)
+	if err == nil {
+		return decision{allowed: o.ok, h: h, results: o.results, answered: time.Now(), op: o}, nil
+	}
+	// o may still be in use by a store call the caller left: drop it.
+	if errors.Is(err, ErrClosed) {
+		return decision{}, err
+	}
+	if ctx.Err() != nil {
+		return decision{}, ctx.Err()
+	}
+	policy := Allow
+	for _, p := range parts {
+		p.rs.m.errors.Add(1)
+		if p.rs.rule.OnStoreError.strictness() > policy.strictness() {
+			policy = p.rs.rule.OnStoreError
+		}
+	}
+	switch policy {
+	case Deny:
+		return decision{}, fmt.Errorf("%w: %w", ErrStore, err)
+	case Allow:
+		return decision{allowed: true, h: h, failedOpen: true, answered: time.Now()}, nil
+	}
+	fb := reg.fallbackStore()
+	if fb == nil {
+		return decision{}, ErrClosed
+	}
+	fo := getOp(opDecide, len(o.checks))
+	i = 0
+	for _, p := range parts {
+		for _, pol := range p.rs.fallback {
+			fo.checks[i] = driver.Check{Key: p.key, Policy: pol, Cost: cost}
+			i++
+		}
+	}
+	dec := decision{h: fb, results: fo.results, fallback: true, op: fo}
+	if ferr := fb.call(ctx, &fo.storeOp); ferr != nil {
+		dec.done()
+		return decision{}, fmt.Errorf("%w: %w (and the local fallback failed: %w)", ErrStore, err, ferr)
+	}
+	for i := range fo.results {
+		if fo.results[i].RetryAfter == never {
+			c := fo.checks[i]
+			dec.done()
+			return decision{}, fmt.Errorf("%w: the store failed (%w), and cost %d exceeds the local fallback's capacity %d (the rule's %s / fallback_replicas)",
+				ErrCostTooHigh, err, cost, c.Policy.Capacity(), capacityKey(c.Policy.Kind))
+		}
+	}
+	dec.allowed, dec.answered = fo.ok, time.Now()
+	return dec, nil
+}
+
+// never is the RetryAfter of a check that can never pass.
+const never = time.Duration(math.MaxInt64)
+
+func capacityKey(k driver.Kind) string {
+	switch k {
+	case driver.SlidingWindow:
+		return "limit"
+	case driver.Concurrency:
+		return "max_concurrent"
+	}
+	return "burst"
+}
+
+// attempt is one decision of a limiter, for Try and Acquire.
+type attempt struct {
+	d Decision
+	// rateRetry is the longest RetryAfter among denied rate and window
+	// checks; zero when only a concurrency check denied.
+	rateRetry time.Duration
+	answered  time.Time
+}
+
+// decide makes one decision of the limiter's rule on key (the limiter's
+// skey, which callers compute once per call).
 func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt, error) {
 	rs := l.r
-	h := rs.store.Load()
-	if !h.br.allow() {
-		if so := rs.reg.storeObs; so != nil {
-			so(StoreCall{Store: h.name, Engine: h.engine, Op: "decide", Err: ErrCircuitOpen})
+	parts := [1]part{{rs, key}}
+	dec, err := rs.reg.decideParts(ctx, rs.handle(), parts[:], cost)
+	if err != nil {
+		if !errors.Is(err, ErrClosed) {
+			err = fmt.Errorf("ratesync: limiter %q: %w", rs.name, err)
 		}
-		return l.storeFailure(ctx, key, cost, ErrCircuitOpen)
+		return attempt{d: Decision{Limiter: rs.name}}, err
 	}
-	var start time.Time
-	so := rs.reg.storeObs
-	if so != nil {
-		start = time.Now()
+	defer dec.done()
+	a := attempt{answered: dec.answered}
+	if dec.failedOpen {
+		a.d = Decision{Allowed: true, FailedOpen: true, Limiter: rs.name, Lease: failedOpenLease}
+		return a, nil
 	}
-	var a attempt
-	var err error
-	if timeout := h.timeout(); timeout > 0 {
-		a, err = l.decideBounded(ctx, h, timeout, key, cost)
+	a.d = combine(dec.results, dec.allowed)
+	a.d.Limiter = rs.name
+	a.d.Fallback = dec.fallback
+	if dec.allowed {
+		a.d.Lease = leaseOf(dec, parts[:])
 	} else {
-		a, err = l.r.decideOn(ctx, h, rs.policies, key, cost)
-	}
-	if so != nil {
-		so(StoreCall{Store: h.name, Engine: h.engine, Op: "decide", Duration: time.Since(start), Err: err})
-	}
-	if err != nil {
-		// A call the caller cancelled says nothing about the store.
-		if ctx.Err() == nil && h.br.failure() {
-			rs.reg.logger().Warn("ratesync: store failing: circuit breaker open, rules answer by their on_store_error policy",
-				"store", h.name, "engine", h.engine, "cooldown", BreakerCooldown, "error", redactErr(err))
-		}
-		return l.storeFailure(ctx, key, cost, err)
-	}
-	if h.br.success() {
-		rs.reg.logger().Info("ratesync: store recovered: circuit breaker closed", "store", h.name, "engine", h.engine)
-	}
-	return a, nil
-}
-
-// decideBounded is decideOn bounded by timeout, the store's call timeout
-// as the caller read it: the store call runs on its own goroutine, and
-// when it has not answered in time the caller gets ErrCallTimeout (and the
-// failure policy's answer). A late answer is not lost: a lease it granted
-// is released at once, so no slot leaks; units it consumed stay consumed
-// (the store counts the request even though the policy answered it, the
-// safe side).
-func (l *Limiter) decideBounded(ctx context.Context, h *storeHandle, timeout time.Duration, key driver.Key, cost int) (attempt, error) {
-	type reply struct {
-		a   attempt
-		err error
-	}
-	done := make(chan reply, 1)
-	rs := l.r // the goroutine must not keep l: per-key limiters stay on the stack
-	go func() {
-		a, err := rs.decideOn(context.WithoutCancel(ctx), h, rs.policies, key, cost)
-		done <- reply{a, err}
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case r := <-done:
-		return r.a, r.err
-	case <-ctx.Done():
-	case <-t.C:
-	}
-	go func() {
-		if r := <-done; r.err == nil && r.a.d.Allowed {
-			r.a.d.Lease.Release(context.Background())
-		}
-	}()
-	if err := ctx.Err(); err != nil {
-		return attempt{}, err
-	}
-	return attempt{}, fmt.Errorf("%w after %v", ErrCallTimeout, timeout)
-}
-
-// decideOne is decideOn for a single-policy rule on the memory store,
-// which decides it by value with the rule's prepared policy: no scratch
-// buffers, nothing on the heap.
-func (rs *ruleState) decideOne(ctx context.Context, h *storeHandle, key driver.Key, cost int) (attempt, error) {
-	r, err := h.mem.DecidePrepared(ctx, rs.prep, key.ID, cost)
-	if err != nil {
-		return attempt{}, err
-	}
-	a := attempt{d: Decision{Allowed: r.Allowed, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name}}
-	switch {
-	case !r.Allowed:
-		a.d.RetryAfter = r.RetryAfter
-		if !rs.hasConc {
-			a.rateRetry = r.RetryAfter
-		}
-	case rs.hasConc:
-		lease := &Lease{}
-		lease.one[0] = leaseRef{rs: rs, h: h, key: key, id: r.Lease}
-		lease.refs = lease.one[:1]
-		rs.m.leaseTaken()
-		a.d.Lease = lease
-	default:
-		a.d.Lease = noLease
-	}
-	return a, nil
-}
-
-// decideOn makes one decision on store h with policies.
-func (rs *ruleState) decideOn(ctx context.Context, h *storeHandle, policies []driver.Policy, key driver.Key, cost int) (attempt, error) {
-	n := len(policies)
-	// The rule's own single policy (not the Local fallback's) on the
-	// memory store: decided by value with the prepared policy.
-	if h.mem != nil && n == 1 && &policies[0] == &rs.policies[0] {
-		return rs.decideOne(ctx, h, key, cost)
-	}
-	sc := scratchPool.Get().(*scratch)
-	for i := range n {
-		sc.checks[i] = driver.Check{Key: key, Policy: policies[i], Cost: cost}
-	}
-	allowed, err := h.store.Decide(ctx, sc.checks[:n], sc.results[:n])
-	var a attempt
-	if err == nil {
-		a.d = combine(sc.results[:n], allowed)
-		a.d.Limiter = rs.name
-		if allowed {
-			if rs.hasConc {
-				lease := &Lease{}
-				lease.one[0] = leaseRef{rs: rs, h: h, key: key, id: sc.results[n-1].Lease}
-				lease.refs = lease.one[:1]
-				rs.m.leaseTaken()
-				a.d.Lease = lease
-			} else {
-				a.d.Lease = noLease
+		for i, r := range dec.results {
+			if !r.Allowed && rs.policies[i].Kind != driver.Concurrency {
+				a.rateRetry = max(a.rateRetry, r.RetryAfter)
 			}
-		} else {
-			for i := range n {
-				if !sc.results[i].Allowed && policies[i].Kind != driver.Concurrency {
-					a.rateRetry = max(a.rateRetry, sc.results[i].RetryAfter)
+		}
+	}
+	return a, nil
+}
+
+// leaseOf returns the lease of an allowed decision over parts: the
+// concurrency slots it took, or noLease.
+func leaseOf(dec decision, parts []part) *Lease {
+	var lease *Lease
+	i := 0
+	for _, p := range parts {
+		for range p.rs.policies {
+			if id := dec.results[i].Lease; id != "" {
+				if lease == nil {
+					lease = &Lease{fallback: dec.fallback}
+					lease.refs = lease.one[:0]
 				}
+				lease.refs = append(lease.refs, leaseRef{rs: p.rs, h: dec.h, key: p.key, id: id})
+				p.rs.m.leaseTaken()
+				dec.h.leases.Add(1)
 			}
+			i++
 		}
 	}
-	scratchPool.Put(sc) // keeps the last key and lease strings alive until reuse: harmless
-	return a, err
-}
-
-// storeFailure applies the rule's failure policy to a store error: allow
-// (FailedOpen), deny (an error matching ErrStore), or decide locally in the
-// registry's in-memory fallback store (Fallback). A lease granted locally
-// is released locally, never against the real store.
-func (l *Limiter) storeFailure(ctx context.Context, key driver.Key, cost int, err error) (attempt, error) {
-	if ctx.Err() != nil {
-		return attempt{}, fmt.Errorf("ratesync: limiter %q: %w", l.r.name, ctx.Err())
-	}
-	l.r.m.errors.Add(1)
-	switch l.r.rule.OnStoreError {
-	case Deny:
-		return attempt{d: Decision{Limiter: l.r.name}}, fmt.Errorf("%w: limiter %q: %w", ErrStore, l.r.name, err)
-	case Local:
-		if fb := l.r.reg.fallbackStore(); fb != nil {
-			a, ferr := l.r.decideOn(ctx, fb, l.r.fallback, key, cost)
-			if ferr == nil {
-				a.d.Fallback = true
-				return a, nil
-			}
+	if lease == nil {
+		if dec.fallback {
+			return fallbackLease
 		}
+		return noLease
 	}
-	return attempt{d: Decision{Allowed: true, FailedOpen: true, Limiter: l.r.name, Lease: noLease}}, nil
+	return lease
 }
 
 func (l *Limiter) observe(op Op, d Decision, wait time.Duration, err error) {
 	if obs := l.r.reg.observer; obs != nil {
-		h := l.r.store.Load()
+		h := l.r.handle()
 		obs(Event{Op: op, Limiter: l.r.name, Store: h.name, Engine: h.engine, Key: l.Key(), Decision: d, Wait: wait, Err: err})
 	}
 }
@@ -343,28 +382,37 @@ func (l *Limiter) observe(op Op, d Decision, wait time.Duration, err error) {
 // When allowed, release d.Lease after the work.
 func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error) {
 	rs := l.r
-	// The common case, decided here with less work than the general path
-	// below and the same answer: no options, a rule with one rate or window
-	// policy (rs.quick) on the memory store, a breaker that never saw a
-	// failure. A store error (closed, or ctx done) consumed nothing and
-	// goes to the general path, which reports it.
-	if rs.quick && len(opts) == 0 {
-		if h := rs.store.Load(); h.mem != nil && h.timeout() == 0 && h.br.clean() {
-			id := l.id
-			if l.up == nil || l.up.up != nil || needsEscape(id) {
-				id = l.skey().ID
-			}
-			if r, err := h.mem.DecidePrepared(ctx, rs.prep, id, 1); err == nil {
-				if r.Allowed {
-					rs.m.acquisitions.Add(1)
-					return Decision{Allowed: true, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name, Lease: noLease}, nil
-				}
-				rs.m.denials.Add(1)
-				return Decision{Limit: r.Limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter, ResetAfter: r.ResetAfter, Limiter: rs.name}, nil
-			}
+	// The in-process fast path: no options, a rule with one rate or window
+	// policy (rs.quick) on an in-process store that prepared it, no
+	// observer. It gives the general path's answers (TestTryPathsAgree);
+	// a store error (closed, or ctx done) consumed nothing and goes to the
+	// general path, which reports it.
+	if rs.quick && len(opts) == 0 && !rs.reg.closed.Load() {
+		if b := rs.bind.Load(); b.prep != nil {
+			return l.tryPrepared(ctx, b.prep)
 		}
 	}
 	return l.try(ctx, opts)
+}
+
+// tryPrepared is Try's fast path.
+func (l *Limiter) tryPrepared(ctx context.Context, prep driver.Prepared) (Decision, error) {
+	rs := l.r
+	{
+		id := l.id
+		if l.up == nil || l.up.up != nil || needsEscape(id) {
+			id = l.skey().ID
+		}
+		if r, err := prep.Decide(ctx, id, 1); err == nil {
+			if r.Allowed {
+				rs.m.acquisitions.Add(1)
+				return Decision{Allowed: true, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name, Lease: noLease}, nil
+			}
+			rs.m.denials.Add(1)
+			return Decision{Limit: r.Limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter, ResetAfter: r.ResetAfter, Limiter: rs.name}, nil
+		}
+	}
+	return l.try(ctx, nil)
 }
 
 func (l *Limiter) try(ctx context.Context, opts []CallOption) (Decision, error) {
@@ -388,12 +436,21 @@ func (l *Limiter) try(ctx context.Context, opts []CallOption) (Decision, error) 
 // release it when the work is done (for rules without max_concurrent the
 // release is a no-op, but a deferred Release costs nothing).
 //
-// A rate or window denial sleeps exactly the store's RetryAfter, then tries
-// again; a concurrency denial waits for a release (woken in FIFO order) or
-// for the earliest lease to expire. The wait budget is the rule's Timeout,
-// or WithTimeout's, bounded by ctx's deadline; when the needed wait already
-// passes the budget, Acquire gives up at once. Giving up returns a
-// *TimeoutError, which matches ErrTimeout and context.DeadlineExceeded.
+// A rate or window denial sleeps exactly the store's RetryAfter, counted
+// from the store's answer, then tries again. A concurrency denial waits in
+// this process's queue for the key, first come first served: a release in
+// this process or a release notification from the store wakes the first
+// waiter, which tries again, and a waiter that is first also tries again
+// after a bounded time (a second at most, less for short lease TTLs) even
+// when no notification comes, so a lost notification never holds a free
+// slot. The wait budget is the rule's Timeout, or WithTimeout's, bounded
+// by ctx's deadline; when the needed wait already passes the budget,
+// Acquire gives up at once. Giving up returns a *TimeoutError, which
+// matches ErrTimeout and context.DeadlineExceeded. A request that can
+// never be admitted returns an error at once.
+//
+// When the store cannot decide, the rule's failure policy answers: the
+// lease then reports FailedOpen (Allow) or Fallback (Local).
 func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, error) {
 	o := l.opts(opts)
 	if err := l.checkCost(o.cost); err != nil {
@@ -406,12 +463,12 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			deadline, hasDeadline = own, true
 		}
 	}
+	rs := l.r
 	key := l.skey()
 	var w *waiter
-	var h *storeHandle
 	defer func() {
 		if w != nil {
-			l.r.reg.queues.leave(h, key, w)
+			rs.reg.queues.leave(w)
 		}
 	}()
 	var timer *time.Timer
@@ -420,69 +477,130 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			timer.Stop()
 		}
 	}()
-	for lastTry := false; ; {
+	// Waiters of this process are served in arrival order: when others
+	// already wait for this key's slots, join the queue behind them first.
+	if q := &rs.reg.queues; rs.hasConc && q.busy(rs.handle(), key) {
+		w = q.join(rs.handle(), key)
+		if !q.first(w) {
+			if err := l.waitTurn(ctx, w, &timer, start, deadline, hasDeadline); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for {
 		a, err := l.decide(ctx, key, o.cost)
 		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+				return nil, l.timedOut(a.d, start, time.Now(), 0)
+			}
 			l.observe(OpAcquire, a.d, time.Since(start), err)
 			return nil, err
 		}
-		now := time.Now()
 		if a.d.Allowed {
-			wait := now.Sub(start)
-			l.r.m.admitted(wait)
+			wait := a.answered.Sub(start)
+			rs.m.admitted(wait)
+			if w != nil {
+				rs.reg.queues.admitted(w)
+			}
 			l.observe(OpAcquire, a.d, wait, nil)
 			return a.d.Lease, nil
 		}
-		l.r.m.denials.Add(1)
-		if lastTry {
-			return nil, l.timedOut(a.d, start, now, 0)
-		}
-		var sleep time.Duration
-		var wake <-chan struct{}
-		if a.rateRetry > 0 {
-			sleep = a.rateRetry
-			if hasDeadline && now.Add(sleep).After(deadline) {
-				return nil, l.timedOut(a.d, start, now, sleep)
-			}
-		} else {
-			// Denied by the concurrency limit alone: join the wait queue, then
-			// try once more so that a release between the denial and the join
-			// is not missed.
-			if w == nil {
-				h = l.r.store.Load()
-				w = l.r.reg.queues.join(h, key)
-				continue
-			}
-			wake = w.ch
-			sleep = a.d.RetryAfter // the earliest lease expiry
-			if hasDeadline {
-				sleep = min(sleep, deadline.Sub(now))
-			}
-			if sleep <= 0 {
-				return nil, l.timedOut(a.d, start, now, 0)
-			}
-		}
-		if timer == nil {
-			timer = time.NewTimer(sleep)
-		} else {
-			timer.Reset(sleep)
-		}
-		select {
-		case <-timer.C:
-		case <-wake:
-			l.r.reg.queues.consumed(w)
-		case <-ctx.Done():
-			now = time.Now()
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, l.timedOut(a.d, start, now, 0)
-			}
-			err := fmt.Errorf("ratesync: limiter %q: %w", l.r.name, ctx.Err())
-			l.observe(OpAcquire, a.d, now.Sub(start), err)
+		if a.d.RetryAfter == never {
+			err := fmt.Errorf("%w: limiter %q: cost %d can never be admitted", ErrCostTooHigh, rs.name, o.cost)
+			l.observe(OpAcquire, a.d, time.Since(start), err)
 			return nil, err
 		}
-		// The budget ran out while waiting for a slot: one last try.
-		lastTry = hasDeadline && !time.Now().Before(deadline) && a.rateRetry == 0
+		if a.rateRetry > 0 {
+			wake := a.answered.Add(a.rateRetry)
+			if hasDeadline && wake.After(deadline) {
+				return nil, l.timedOut(a.d, start, time.Now(), a.rateRetry)
+			}
+			if err := sleepUntil(ctx, &timer, wake); err != nil {
+				return nil, l.gaveUp(a.d, start, err)
+			}
+			continue
+		}
+		// Denied by the concurrency limit alone: wait for a slot in the
+		// queue. A first denial joins, then tries once more, so that a
+		// release between the denial and the join is not missed.
+		if w == nil {
+			w = rs.reg.queues.join(rs.handle(), key)
+			continue
+		}
+		w.retryAfter = a.d.RetryAfter
+		if err := l.waitTurn(ctx, w, &timer, start, deadline, hasDeadline); err != nil {
+			return nil, err
+		}
 	}
+}
+
+// waitTurn waits until w is woken by a release, or until it is first in
+// its queue and its re-check time comes (the earliest lease expiry, or the
+// bounded re-check, whichever is sooner), or until the budget or ctx ends.
+func (l *Limiter) waitTurn(ctx context.Context, w *waiter, timer **time.Timer, start, deadline time.Time, hasDeadline bool) error {
+	q := &l.r.reg.queues
+	for {
+		now := time.Now()
+		sleep := recheckAfter(l.r.rule.LeaseTTL)
+		if w.retryAfter > 0 {
+			sleep = min(sleep, w.retryAfter)
+		}
+		if hasDeadline {
+			left := deadline.Sub(now)
+			if left <= 0 {
+				return l.timedOut(Decision{Limiter: l.r.name}, start, now, 0)
+			}
+			sleep = min(sleep, left)
+		}
+		if *timer == nil {
+			*timer = time.NewTimer(sleep)
+		} else {
+			(*timer).Reset(sleep)
+		}
+		select {
+		case <-w.ch:
+			q.consumed(w)
+			return nil
+		case <-(*timer).C:
+			if hasDeadline && !time.Now().Before(deadline) {
+				return nil // one last try at the end of the budget
+			}
+			if q.first(w) {
+				return nil
+			}
+		case <-ctx.Done():
+			return l.gaveUp(Decision{Limiter: l.r.name}, start, ctx.Err())
+		}
+	}
+}
+
+// sleepUntil sleeps until t, or returns ctx's error.
+func sleepUntil(ctx context.Context, timer **time.Timer, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return nil
+	}
+	if *timer == nil {
+		*timer = time.NewTimer(d)
+	} else {
+		(*timer).Reset(d)
+	}
+	select {
+	case <-(*timer).C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *Limiter) gaveUp(d Decision, start time.Time, err error) error {
+	now := time.Now()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return l.timedOut(d, start, now, 0)
+	}
+	err = fmt.Errorf("ratesync: limiter %q: %w", l.r.name, err)
+	l.observe(OpAcquire, d, now.Sub(start), err)
+	return err
 }
 
 func (l *Limiter) timedOut(d Decision, start, now time.Time, retry time.Duration) error {
@@ -528,20 +646,21 @@ func (l *Limiter) TryDo(ctx context.Context, fn func(context.Context) error, opt
 // State reads the limiter's state without consuming anything.
 func (l *Limiter) State(ctx context.Context) (State, error) {
 	rs := l.r
-	h := rs.store.Load()
 	n := len(rs.policies)
-	checks := make([]driver.Check, n)
-	results := make([]driver.Result, n)
+	o := getOp(opPeek, n)
+	key := l.skey()
 	for i := range n {
-		checks[i] = driver.Check{Key: l.skey(), Policy: rs.policies[i], Cost: 1}
+		o.checks[i] = driver.Check{Key: key, Policy: rs.policies[i], Cost: 1}
 	}
-	if err := h.store.Peek(ctx, checks, results); err != nil {
+	if err := rs.handle().call(ctx, &o.storeOp); err != nil {
 		return State{}, fmt.Errorf("ratesync: limiter %q: state: %w", rs.name, err)
 	}
+	dec := decision{op: o}
+	defer dec.done()
 	now := time.Now()
-	st := State{Allowed: true, Remaining: results[0].Remaining, Limit: results[0].Limit}
+	st := State{Allowed: true, Remaining: o.results[0].Remaining, Limit: o.results[0].Limit}
 	var reset time.Duration
-	for _, r := range results {
+	for _, r := range o.results {
 		if !r.Allowed {
 			st.Allowed = false
 			st.RetryAfter = max(st.RetryAfter, r.RetryAfter)
@@ -559,7 +678,8 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 // Reset removes the stored state of this limiter's key (all its policies).
 // Leases held by callers become no-ops to release. Metrics are kept.
 func (l *Limiter) Reset(ctx context.Context) error {
-	if err := l.r.store.Load().store.Reset(ctx, l.skey()); err != nil {
+	o := &storeOp{kind: opReset, key: l.skey()}
+	if err := l.r.handle().call(ctx, o); err != nil {
 		return fmt.Errorf("ratesync: limiter %q: reset: %w", l.r.name, err)
 	}
 	return nil

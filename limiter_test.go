@@ -317,8 +317,8 @@ func TestFailurePolicy(t *testing.T) {
 	mem := newMem()
 	defer mem.Close()
 	r.AddStore("down", failingStore{mem})
-	r.ConfigureLimiter("open", ratesync.Rule{Store: "down", RatePerSecond: 1, MaxConcurrent: 1})
-	r.ConfigureLimiter("closed", ratesync.Rule{Store: "down", RatePerSecond: 1, FailClosed: true})
+	r.ConfigureLimiter("open", ratesync.Rule{Store: "down", RatePerSecond: 1, MaxConcurrent: 1, OnStoreError: ratesync.Allow})
+	r.ConfigureLimiter("closed", ratesync.Rule{Store: "down", RatePerSecond: 1, OnStoreError: ratesync.Deny})
 	d, err := r.Try(ctx, "open")
 	if err != nil || !d.Allowed || !d.FailedOpen {
 		t.Fatalf("fail open: %+v %v", d, err)
@@ -376,7 +376,7 @@ func TestCompositeLogin(t *testing.T) {
 		"login_account": {Algorithm: ratesync.SlidingWindow, Limit: 10, Window: time.Minute},
 		"slots":         {MaxConcurrent: 1},
 	})
-	c, err := r.Composite(map[string]string{"by_ip": "login_ip", "by_email": "login_account"}, ratesync.MostRestrictive)
+	c, err := r.Composite(map[string]string{"by_ip": "login_ip", "by_email": "login_account"}, ratesync.AllMustPass)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,41 +31,51 @@ type Registry struct {
 	storeObs StoreObserver
 	log      *slog.Logger
 	queues   waitQueues
-	closed   bool
+	closed   atomic.Bool
 
 	fbOnce sync.Once
 	fb     *storeHandle // in-memory store of the Local failure policy
 }
 
 // fallbackStore returns the registry's in-memory store for the Local
-// failure policy, creating it on first use.
+// failure policy, creating it on first use; nil once the registry is
+// closed.
 func (r *Registry) fallbackStore() *storeHandle {
 	r.fbOnce.Do(func() {
-		ms := memstore.New()
-		r.fb = &storeHandle{name: "(fallback)", engine: "memory", store: ms, mem: ms, owned: true}
+		if r.closed.Load() {
+			return
+		}
+		r.fb = r.newHandle("(fallback)", "memory", memstore.New(), true)
 	})
 	return r.fb
 }
 
-// storeHandle is one configured store.
-type storeHandle struct {
-	name    string
-	engine  string
-	store   driver.Store
-	owned   bool              // opened by the registry, so closed by it
-	options map[string]string // for listing, secrets redacted
-	unsub   func()
-	br      breaker
-	// mem is store when it is exactly a *memstore.Store (not a wrapper,
-	// whose methods may differ): single-policy rules then decide through
-	// memstore.DecidePrepared.
-	mem *memstore.Store
-	// callTimeout bounds a decision's wait for the store, in ns; 0 is no
-	// bound. SetCallTimeout may change it while decisions read it.
-	callTimeout atomic.Int64
+// newHandle wraps s for the registry, with the defaults: a call timeout
+// and a circuit breaker for stores that are not in process.
+func (r *Registry) newHandle(name, engine string, s driver.Store, owned bool) *storeHandle {
+	h := &storeHandle{name: name, engine: engine, store: s, owned: owned, reg: r}
+	if _, ok := s.(driver.InProcess); ok {
+		h.inproc = true
+		h.prep, _ = s.(driver.Preparer)
+		return h
+	}
+	h.callTimeout.Store(int64(DefaultCallTimeout))
+	h.setBreaker(DefaultBreakerThreshold, DefaultBreakerCooldown)
+	return h
 }
 
-func (h *storeHandle) timeout() time.Duration { return time.Duration(h.callTimeout.Load()) }
+func (h *storeHandle) setBreaker(threshold int, cooldown time.Duration) {
+	h.br = newBreaker(threshold, cooldown, func(from, to BreakerState) {
+		log := h.reg.logger()
+		switch {
+		case to == BreakerOpen && from == BreakerClosed:
+			log.Warn("ratesync: store failing: circuit breaker open, rules answer by their on_store_error policy",
+				"store", h.name, "engine", h.engine, "cooldown", cooldown, "error", h.lastError())
+		case to == BreakerClosed:
+			log.Info("ratesync: store recovered: circuit breaker closed", "store", h.name, "engine", h.engine)
+		}
+	})
+}
 
 // RegistryOption configures a Registry.
 type RegistryOption func(*Registry)
@@ -91,10 +101,11 @@ func WithStoreObserver(fn StoreObserver) RegistryOption {
 	return func(r *Registry) { r.storeObs = fn }
 }
 
-// SetCallTimeout sets how long a decision waits for the store name before
-// the rules' failure policies answer (0: no bound). Stores from
-// configuration take call_timeout_seconds (default DefaultCallTimeout for
-// network engines); stores added with AddStore have none until set.
+// SetCallTimeout sets how long a call waits for the store name before it
+// gives up with ErrCallTimeout (and a decision's failure policy answers);
+// 0 means no bound but the caller's context. Stores default to
+// DefaultCallTimeout (call_timeout_seconds), except in-process stores,
+// which are never bounded.
 func (r *Registry) SetCallTimeout(name string, d time.Duration) error {
 	if d < 0 {
 		return &ConfigError{Table: "stores." + name, Key: "call_timeout_seconds", Msg: "must be >= 0"}
@@ -147,7 +158,9 @@ func checkName(kind, name string) error {
 
 // AddStore registers a store the caller created and owns: the registry never
 // closes it. A store of the same name is replaced; limiters on it move to the
-// new store.
+// new store. Its calls are bounded by DefaultCallTimeout and its circuit
+// breaker has the default settings, unless it decides in process
+// (driver.InProcess); SetCallTimeout changes the bound.
 func (r *Registry) AddStore(name string, s driver.Store) error {
 	if err := checkName("store", name); err != nil {
 		return err
@@ -155,7 +168,7 @@ func (r *Registry) AddStore(name string, s driver.Store) error {
 	if s == nil {
 		return &ConfigError{Table: "stores." + name, Msg: "store is nil"}
 	}
-	return r.putStore(&storeHandle{name: name, engine: fmt.Sprintf("%T", s), store: s})
+	return r.putStore(r.newHandle(name, fmt.Sprintf("%T", s), s, false))
 }
 
 // ConfigureStore opens a store with a registered engine ("memory", or
@@ -165,7 +178,7 @@ func (r *Registry) ConfigureStore(name, engine string, options map[string]any) e
 	if err := checkName("store", name); err != nil {
 		return err
 	}
-	h, err := openStore(&StoreConfig{Name: name, Engine: engine, Options: options})
+	h, err := r.openStore(&StoreConfig{Name: name, Engine: engine, Options: options})
 	if err != nil {
 		return err
 	}
@@ -173,9 +186,8 @@ func (r *Registry) ConfigureStore(name, engine string, options map[string]any) e
 }
 
 func (r *Registry) putStore(h *storeHandle) error {
-	h.mem, _ = h.store.(*memstore.Store)
 	r.mu.Lock()
-	if r.closed {
+	if r.closed.Load() {
 		r.mu.Unlock()
 		h.close()
 		return ErrClosed
@@ -183,16 +195,38 @@ func (r *Registry) putStore(h *storeHandle) error {
 	old := r.stores[h.name]
 	r.stores[h.name] = h
 	r.subscribe(h)
+	var ttl time.Duration
 	for _, rs := range r.rules {
 		if rs.rule.Store == h.name {
-			rs.store.Store(h)
+			rs.bind.Store(rs.bindTo(h))
+			ttl = max(ttl, rs.rule.LeaseTTL)
 		}
 	}
 	r.mu.Unlock()
 	if old != nil {
-		old.close()
+		old.retire(ttl)
 	}
 	return nil
+}
+
+// retire closes a replaced store once the leases it granted are released,
+// or after ttl (the longest lease TTL of its rules), when the rest have
+// expired: until then, its leases can still be released.
+func (h *storeHandle) retire(ttl time.Duration) {
+	h.retired.Store(true)
+	if h.leases.Load() <= 0 {
+		h.close()
+		return
+	}
+	time.AfterFunc(ttl, func() { h.close() })
+}
+
+// leaseDone records the release of a lease the store granted, and closes
+// a retired store with none left.
+func (h *storeHandle) leaseDone() {
+	if h.leases.Add(-1) <= 0 && h.retired.Load() {
+		h.close()
+	}
 }
 
 // subscribe wires a store's release notifications to the wait queues.
@@ -202,14 +236,18 @@ func (r *Registry) subscribe(h *storeHandle) {
 	}
 }
 
-func (h *storeHandle) close() error {
-	if h.unsub != nil {
-		h.unsub()
-	}
-	if h.owned {
-		return h.store.Close()
-	}
-	return nil
+// close unsubscribes from and closes (when the registry opened it) the
+// store, once.
+func (h *storeHandle) close() (err error) {
+	h.closeOnce.Do(func() {
+		if h.unsub != nil {
+			h.unsub()
+		}
+		if h.owned {
+			err = h.store.Close()
+		}
+	})
+	return err
 }
 
 // ConfigureLimiter adds the limiter name with rule, replacing any limiter of
@@ -228,7 +266,7 @@ func (r *Registry) ConfigureLimiter(name string, rule Rule) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
+	if r.closed.Load() {
 		return ErrClosed
 	}
 	h := r.stores[nr.Store]
@@ -259,14 +297,20 @@ func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState
 			rs.rateCap = p.Capacity()
 		}
 	}
-	rs.store.Store(h)
 	rs.key = driver.Key{Name: escapeComponent(name)}
 	rs.base = &Limiter{r: rs}
-	if len(rs.policies) == 1 {
-		rs.prep = memstore.Prepare(rs.key.Name, rs.policies[0])
-		rs.quick = !rs.hasConc && r.observer == nil && r.storeObs == nil
-	}
+	rs.quick = len(rs.policies) == 1 && !rs.hasConc && r.observer == nil && r.storeObs == nil
+	rs.bind.Store(rs.bindTo(h))
 	return rs
+}
+
+// bindTo returns the rule's binding to store h.
+func (rs *ruleState) bindTo(h *storeHandle) *binding {
+	b := &binding{h: h}
+	if h.prep != nil && len(rs.policies) == 1 {
+		b.prep = h.prep.Prepare(rs.key.Name, rs.policies[0])
+	}
+	return b
 }
 
 // Clone adds the limiter name with source's rule, changed by edit when edit
@@ -290,9 +334,8 @@ func (r *Registry) Clone(source, name string, edit func(*Rule)) error {
 func (r *Registry) Limiter(name string) (*Limiter, error) {
 	r.mu.RLock()
 	rs := r.rules[name]
-	closed := r.closed
 	r.mu.RUnlock()
-	if closed {
+	if r.closed.Load() {
 		return nil, ErrClosed
 	}
 	if rs == nil {
@@ -371,7 +414,7 @@ func (r *Registry) ResetStore(ctx context.Context, name string) error {
 	if h == nil {
 		return notFound(ErrStoreNotFound, name)
 	}
-	return h.store.ResetAll(ctx)
+	return h.call(ctx, &storeOp{kind: opResetAll})
 }
 
 // HTTP returns the [http] settings of the loaded configuration.
@@ -422,14 +465,14 @@ func (r *Registry) Limiters() []LimiterInfo {
 }
 
 // Close closes the stores the registry opened (not those given to
-// AddStore). Later calls fail with ErrClosed.
+// AddStore). Later calls fail with ErrClosed, on every limiter, including
+// those obtained before Close.
 func (r *Registry) Close() error {
 	r.mu.Lock()
-	if r.closed {
+	if r.closed.Swap(true) {
 		r.mu.Unlock()
 		return nil
 	}
-	r.closed = true
 	stores := r.stores
 	r.mu.Unlock()
 	var errs []error

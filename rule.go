@@ -55,13 +55,11 @@ type Rule struct {
 	// Timeout is the default wait budget of Acquire (timeout); zero means
 	// wait until the context is done.
 	Timeout time.Duration
-	// FailClosed makes store errors deny (return an error) instead of
-	// allowing the request (fail_closed). The default is to fail open.
-	// It is the same as OnStoreError = Deny.
-	FailClosed bool
-	// OnStoreError says what a decision does when the store fails or its
-	// circuit breaker is open (on_store_error): Allow (the default), Deny,
-	// or Local.
+	// OnStoreError says what a decision does when the store cannot decide
+	// or its circuit breaker is open (on_store_error; rate-sync's
+	// fail_closed = true is Deny, fail_closed = false is Allow). Empty
+	// means Local: the rule keeps being enforced in process, so an outage
+	// admits at most what each process admits on its own.
 	OnStoreError FailurePolicy
 	// FallbackReplicas is how many processes share the rule, for Local
 	// (fallback_replicas): each process then answers from memory with
@@ -73,15 +71,28 @@ type Rule struct {
 type FailurePolicy string
 
 const (
-	// Allow admits the request (fail open) and marks the decision
-	// FailedOpen.
-	Allow FailurePolicy = "allow"
-	// Deny returns an error matching ErrStore (fail closed).
-	Deny FailurePolicy = "deny"
 	// Local decides in process, in an in-memory limiter with the rule's
 	// limits divided by FallbackReplicas, and marks the decision Fallback.
+	// It is the default.
 	Local FailurePolicy = "local"
+	// Deny returns an error matching ErrStore (fail closed).
+	Deny FailurePolicy = "deny"
+	// Allow admits the request (fail open, without bound) and marks the
+	// decision FailedOpen.
+	Allow FailurePolicy = "allow"
 )
+
+// strictness orders failure policies for composites, which apply the
+// strictest of their parts': deny, then local, then allow.
+func (p FailurePolicy) strictness() int {
+	switch p {
+	case Deny:
+		return 2
+	case Local:
+		return 1
+	}
+	return 0
+}
 
 // fallbackPolicies returns the rule's policies with limits divided by
 // FallbackReplicas (each at least 1), for the Local failure policy: n
@@ -133,18 +144,10 @@ func (r Rule) normalize() (Rule, error) {
 	}
 	switch r.OnStoreError {
 	case "":
-		r.OnStoreError = Allow
-		if r.FailClosed {
-			r.OnStoreError = Deny
-		}
-	case Allow, Local:
-		if r.FailClosed {
-			return r, ruleErr("fail_closed", "fail_closed = true means on_store_error = %q; it contradicts on_store_error = %q: keep one", Deny, r.OnStoreError)
-		}
-	case Deny:
-		r.FailClosed = true
+		r.OnStoreError = Local
+	case Allow, Local, Deny:
 	default:
-		return r, ruleErr("on_store_error", "unknown policy %q: use %q, %q or %q", r.OnStoreError, Allow, Deny, Local)
+		return r, ruleErr("on_store_error", "unknown policy %q: use %q, %q or %q", r.OnStoreError, Local, Deny, Allow)
 	}
 	switch {
 	case r.FallbackReplicas < 0:

@@ -1,15 +1,19 @@
 package ratesync
 
 import (
-	"github.com/rate-sync/ratesync-go/driver"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/rate-sync/ratesync-go/driver"
 )
 
-// waitQueues holds, per (store, key), the Acquire calls waiting for a
-// concurrency slot, in arrival order. A release signals the first waiter
-// that has no signal pending; a waiter that leaves with an unconsumed signal
-// passes it on, so no release is lost.
+// waitQueues holds, per (store, key), the Acquire calls of this process
+// waiting for a concurrency slot, in arrival order. A release signals the
+// first waiter that has no signal pending; a waiter admitted passes a
+// signal on (another slot may be free too), and a waiter that leaves with
+// an unconsumed signal passes it on, so no release is lost.
 type waitQueues struct {
 	mu      sync.Mutex
 	m       map[queueKey][]*waiter
@@ -22,21 +26,53 @@ type queueKey struct {
 }
 
 type waiter struct {
+	k       queueKey
 	ch      chan struct{} // capacity 1
 	pending bool          // a signal sits in ch; guarded by waitQueues.mu
+	gone    bool          // left the queue; guarded by waitQueues.mu
+	// retryAfter is the last denial's time until the earliest lease
+	// expiry; owned by the waiting goroutine.
+	retryAfter time.Duration
+}
+
+// recheckAfter is how long a first waiter waits without a notification
+// before it asks the store again: an eighth of the lease TTL, between
+// 10 ms and 1 s, less up to a quarter at random so that the waiters of
+// several processes do not ask in step. A lost release notification then
+// holds a free slot at most that long.
+func recheckAfter(ttl time.Duration) time.Duration {
+	d := min(max(ttl/8, 10*time.Millisecond), time.Second)
+	return d - time.Duration(rand.Int64N(int64(d/4)+1))
 }
 
 func (q *waitQueues) join(h *storeHandle, key driver.Key) *waiter {
-	w := &waiter{ch: make(chan struct{}, 1)}
+	w := &waiter{k: queueKey{h, key}, ch: make(chan struct{}, 1)}
 	q.mu.Lock()
 	if q.m == nil {
 		q.m = make(map[queueKey][]*waiter)
 	}
-	k := queueKey{h, key}
-	q.m[k] = append(q.m[k], w)
+	q.m[w.k] = append(q.m[w.k], w)
 	q.waiting.Add(1)
 	q.mu.Unlock()
 	return w
+}
+
+// busy reports whether some Acquire of this process waits on (h, key).
+func (q *waitQueues) busy(h *storeHandle, key driver.Key) bool {
+	if q.waiting.Load() == 0 {
+		return false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.m[queueKey{h, key}]) > 0
+}
+
+// first reports whether w is first in its queue.
+func (q *waitQueues) first(w *waiter) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ws := q.m[w.k]
+	return len(ws) > 0 && ws[0] == w
 }
 
 // consumed records that w received its signal.
@@ -46,11 +82,41 @@ func (q *waitQueues) consumed(w *waiter) {
 	q.mu.Unlock()
 }
 
-func (q *waitQueues) leave(h *storeHandle, key driver.Key, w *waiter) {
+// admitted removes w, which got a slot, and signals the next waiter: the
+// release that woke w may not have been the only one.
+func (q *waitQueues) admitted(w *waiter) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	k := queueKey{h, key}
-	ws := q.m[k]
+	if q.removeLocked(w) {
+		w.pending = false
+		q.signalLocked(q.m[w.k])
+	}
+}
+
+// leave removes w (a no-op when it was admitted); an unconsumed signal is
+// passed on to the next waiter.
+func (q *waitQueues) leave(w *waiter) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.removeLocked(w) {
+		return
+	}
+	if w.pending {
+		select {
+		case <-w.ch:
+		default:
+		}
+		w.pending = false
+		q.signalLocked(q.m[w.k])
+	}
+}
+
+func (q *waitQueues) removeLocked(w *waiter) bool {
+	if w.gone {
+		return false
+	}
+	w.gone = true
+	ws := q.m[w.k]
 	for i, x := range ws {
 		if x == w {
 			ws = append(ws[:i], ws[i+1:]...)
@@ -59,18 +125,11 @@ func (q *waitQueues) leave(h *storeHandle, key driver.Key, w *waiter) {
 		}
 	}
 	if len(ws) == 0 {
-		delete(q.m, k)
+		delete(q.m, w.k)
 	} else {
-		q.m[k] = ws
+		q.m[w.k] = ws
 	}
-	if w.pending {
-		select {
-		case <-w.ch:
-		default:
-		}
-		w.pending = false
-		q.signalLocked(ws)
-	}
+	return true
 }
 
 // notify wakes the first waiter on (h, key) that has no signal pending.

@@ -17,8 +17,8 @@ type Part struct {
 }
 
 // Composite returns middleware that decides several parts at once, such
-// as a login limited per IP and per account: with ratesync.AllMustPass or
-// ratesync.MostRestrictive the decision is one all-or-nothing store call,
+// as a login limited per IP and per account: with ratesync.AllMustPass
+// the decision is one all-or-nothing store call,
 // and a denial consumes nothing from the other parts. The response carries
 // one policy per part; a 429 names the part that denied in
 // violated-policies.

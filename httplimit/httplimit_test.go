@@ -376,8 +376,8 @@ func TestStoreErrorsFollowTheRule(t *testing.T) {
 	r := ratesync.NewRegistry()
 	defer r.Close()
 	r.AddStore("down", failingStore{})
-	r.ConfigureLimiter("open", ratesync.Rule{Store: "down", RatePerSecond: 1})
-	r.ConfigureLimiter("closed", ratesync.Rule{Store: "down", RatePerSecond: 1, FailClosed: true})
+	r.ConfigureLimiter("open", ratesync.Rule{Store: "down", RatePerSecond: 1, OnStoreError: ratesync.Allow})
+	r.ConfigureLimiter("closed", ratesync.Rule{Store: "down", RatePerSecond: 1, OnStoreError: ratesync.Deny})
 	if w := get(t, httplimit.New(limiter(t, r, "open"), httplimit.ClientIP())(ok), "192.0.2.1:1", nil); w.Code != 200 || w.Header().Get("RateLimit") != "" {
 		t.Fatalf("fail open: %d %v (no invented quota values)", w.Code, w.Header())
 	}

@@ -103,7 +103,7 @@ func Outage(t *testing.T, o OutageOptions) {
 	o.Restart()
 	restarted := time.Now()
 	phase.Store(2)
-	deadline := time.Now().Add(ratesync.BreakerCooldown + 8*time.Second)
+	deadline := time.Now().Add(ratesync.DefaultBreakerCooldown + 8*time.Second)
 	for recovered.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -1,0 +1,253 @@
+package ratesync
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rate-sync/ratesync-go/driver"
+)
+
+// The pipeline: every call into a store (decide, peek, release, extend,
+// reset) goes through storeHandle.call, which applies in one place the
+// registry's closed state, the caller's context, the store's call timeout,
+// its circuit breaker and the store observer. Decisions then go through
+// the rule's failure policy (Limiter.decide). Nothing else calls a store,
+// except the in-process fast path of Limiter.Try, which gives the same
+// answers for what it handles (an in-process store has no call timeout and
+// no breaker, and its errors go to the general path).
+
+// storeHandle is one configured store.
+type storeHandle struct {
+	name    string
+	engine  string
+	store   driver.Store
+	owned   bool              // opened by the registry, so closed by it
+	options map[string]string // for listing, secrets redacted
+	unsub   func()
+	reg     *Registry
+	// inproc: the store decides in process (driver.InProcess): no call
+	// timeout, no breaker, no goroutine per call.
+	inproc bool
+	// prep: the store's fast path for lone checks (driver.Preparer).
+	prep driver.Preparer
+	br   breaker
+	// callTimeout bounds a call's wait for the store, in ns; 0 is no
+	// bound. SetCallTimeout may change it while calls read it.
+	callTimeout atomic.Int64
+	// leases counts the leases this store granted that are not released
+	// yet; a replaced store is closed when it reaches zero (retire).
+	leases  atomic.Int64
+	retired   atomic.Bool
+	closeOnce sync.Once
+	lastErr   atomic.Pointer[error] // the last unavailable answer, for the log
+}
+
+func (h *storeHandle) lastError() string {
+	if e := h.lastErr.Load(); e != nil {
+		return redactErr(*e)
+	}
+	return ""
+}
+
+func (h *storeHandle) timeout() time.Duration { return time.Duration(h.callTimeout.Load()) }
+
+// opKind is a store operation.
+type opKind uint8
+
+const (
+	opDecide opKind = iota
+	opPeek
+	opRelease
+	opExtend
+	opReset
+	opResetAll
+)
+
+func (k opKind) String() string {
+	return [...]string{"decide", "peek", "release", "extend", "reset", "reset_all"}[k]
+}
+
+// storeOp is one store call with its arguments and results. Once a call
+// runs on a goroutine of its own, the op belongs to that goroutine until it
+// answers: a caller that gave up must not reuse it.
+type storeOp struct {
+	kind    opKind
+	checks  []driver.Check
+	results []driver.Result
+	key     driver.Key
+	lease   string
+	ttl     time.Duration
+	ok      bool // decide: allowed; extend: the lease was held
+}
+
+func (o *storeOp) run(ctx context.Context, s driver.Store) (err error) {
+	switch o.kind {
+	case opDecide:
+		o.ok, err = s.Decide(ctx, o.checks, o.results)
+	case opPeek:
+		err = s.Peek(ctx, o.checks, o.results)
+	case opRelease:
+		err = s.Release(ctx, o.key, o.lease)
+	case opExtend:
+		ext, ok := s.(driver.Extender)
+		if !ok {
+			return fmt.Errorf("%w: store cannot extend leases", driver.ErrBadRequest)
+		}
+		o.ok, err = ext.Extend(ctx, o.key, o.lease, o.ttl)
+	case opReset:
+		err = s.Reset(ctx, o.key)
+	case opResetAll:
+		err = s.ResetAll(ctx)
+	}
+	return err
+}
+
+// abandon cleans up after a decision whose caller gave up before the
+// store answered: the leases it granted are released at once, so no slot
+// leaks; the units it consumed stay consumed (the safe side).
+func (o *storeOp) abandon(h *storeHandle) {
+	if o.kind != opDecide || !o.ok {
+		return
+	}
+	for i := range o.checks {
+		if id := o.results[i].Lease; id != "" {
+			rel := &storeOp{kind: opRelease, key: o.checks[i].Key, lease: id}
+			h.call(context.Background(), rel)
+		}
+	}
+}
+
+// call runs o on the store. It returns by the earliest of the caller's
+// context and the store's call timeout, whatever the store does:
+//
+//   - the registry is closed: ErrClosed, without calling the store;
+//   - the breaker is open: ErrCircuitOpen (unavailable), without calling;
+//   - in-process stores are called on the caller's goroutine;
+//   - network stores are called on a goroutine of their own, with the
+//     caller's values but not its cancellation, bounded by the call
+//     timeout. A caller that leaves early gets its context's error; the
+//     call goes on until the store answers or the timeout passes, and its
+//     answer still feeds the breaker (so probes of callers that all cancel
+//     still close it), and a lease it granted is released. The goroutine
+//     ends with the store call.
+//
+// The breaker counts only unavailability (driver.IsUnavailable, and the
+// call timeout) as failure; every probe ends as success, failure or
+// abandoned. The store observer sees every call.
+func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
+	if h.reg.closed.Load() && o.kind != opRelease {
+		return ErrClosed
+	}
+	so := h.reg.storeObs
+	if h.inproc {
+		if so == nil {
+			return o.run(ctx, h.store)
+		}
+		start := time.Now()
+		err := o.run(ctx, h.store)
+		so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: time.Since(start), Err: err})
+		return err
+	}
+	done, berr := h.br.cb.Allow()
+	if berr != nil {
+		err := driver.Unavailable(ErrCircuitOpen)
+		if so != nil {
+			so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Err: err})
+		}
+		return err
+	}
+	var start time.Time
+	if so != nil {
+		start = time.Now()
+	}
+	err := h.bounded(ctx, o, h.outcome(done))
+	if so != nil {
+		so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: time.Since(start), Err: err})
+	}
+	return err
+}
+
+// Call states, for the hand-off between a caller and its store call.
+const (
+	callWaiting  = iota
+	callAnswered // the store call answered first: the caller takes the answer
+	callLeft     // the caller left first: the store call cleans up
+)
+
+type pending struct {
+	state  atomic.Int32
+	once   sync.Once
+	done   func(error)
+	reply  chan error
+	cancel context.CancelFunc
+}
+
+// report tells the breaker the call's outcome, once.
+func (p *pending) report(err error) { p.once.Do(func() { p.done(err) }) }
+
+// outcome returns done wrapped so that unavailable answers are kept for
+// the log.
+func (h *storeHandle) outcome(done func(error)) func(error) {
+	return func(err error) {
+		if err != nil && driver.IsUnavailable(err) {
+			h.lastErr.Store(&err)
+		}
+		done(err)
+	}
+}
+
+func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error)) error {
+	timeout := h.timeout()
+	if timeout <= 0 {
+		// No bound: the caller's context is the only one.
+		err := o.run(ctx, h.store)
+		if ctx.Err() != nil && err != nil {
+			done(errAbandoned)
+		} else {
+			done(err)
+		}
+		return err
+	}
+	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	p := &pending{done: done, reply: make(chan error, 1), cancel: cancel}
+	// At the timeout, an answer that has not come is a failure, even when
+	// the caller left and the store ignores the context.
+	stop := context.AfterFunc(callCtx, func() { p.report(callTimeoutError(timeout)) })
+	go func() {
+		err := o.run(callCtx, h.store)
+		if stop() {
+			p.report(err)
+		}
+		if p.state.CompareAndSwap(callWaiting, callAnswered) {
+			p.reply <- err
+			cancel()
+			return
+		}
+		cancel()
+		if err == nil {
+			o.abandon(h)
+		}
+	}()
+	select {
+	case err := <-p.reply:
+		return err
+	case <-callCtx.Done():
+	case <-ctx.Done():
+	}
+	if !p.state.CompareAndSwap(callWaiting, callLeft) {
+		return <-p.reply // the answer came as the caller was leaving
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := callTimeoutError(timeout)
+	p.report(err)
+	return err
+}
+
+func callTimeoutError(d time.Duration) error {
+	return driver.Unavailable(fmt.Errorf("%w after %v", ErrCallTimeout, d))
+}
