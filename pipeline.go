@@ -39,7 +39,7 @@ type storeHandle struct {
 	callTimeout atomic.Int64
 	// leases counts the leases this store granted that are not released
 	// yet; a replaced store is closed when it reaches zero (retire).
-	leases  atomic.Int64
+	leases    atomic.Int64
 	retired   atomic.Bool
 	closeOnce sync.Once
 	lastErr   atomic.Pointer[error] // the last unavailable answer, for the log
