@@ -403,6 +403,14 @@ func Prepare(name string, p driver.Policy) *Prepared {
 // driver.ErrBadRequest, or nil.
 func (p *Prepared) Err() error { return p.err }
 
+// invalid returns the error of a check of p with cost that is not valid.
+func (p *Prepared) invalid(cost int) error {
+	if p.err != nil {
+		return p.err
+	}
+	return driver.BadRequest(driver.ValidateCost(cost))
+}
+
 func prepare(name string, p driver.Policy) Prepared {
 	return Prepared{
 		name:     name,
@@ -450,11 +458,8 @@ func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost
 	if err := s.check(ctx); err != nil {
 		return driver.Result{}, err
 	}
-	if p.err != nil {
-		return driver.Result{}, p.err
-	}
-	if cost < 1 || int64(cost) > driver.MaxCount {
-		return driver.Result{}, driver.BadRequest(driver.ValidateCost(cost))
+	if p.err != nil || uint64(cost-1) >= uint64(driver.MaxCount) {
+		return driver.Result{}, p.invalid(cost)
 	}
 	h := hashKey(p.nameHash, id)
 	if p.policy.Kind != driver.TokenBucket {
