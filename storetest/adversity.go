@@ -126,7 +126,8 @@ func (s *suite) extremeRates(t *testing.T) {
 		if r := decide1(t, st, c); r.Allowed {
 			t.Fatalf("rate %v: admitted 1 ms before its retry time", tt.rate)
 		}
-		clk.Advance(time.Millisecond)
+		// The rest, and what the clock's resolution may truncate.
+		clk.Advance(time.Millisecond + max(s.o.Resolution-1, 0))
 		if r := decide1(t, st, c); !r.Allowed {
 			t.Fatalf("rate %v: denied at its retry time (interval about %v): %+v", tt.rate, iv, r)
 		}
@@ -372,9 +373,11 @@ func (s *suite) extend(t *testing.T) {
 		t.Fatal("a third lease of 2 was granted after extensions")
 	}
 	if clk != nil {
-		clk.Advance(5 * time.Second)             // b expired, a extended to 10 s
-		if extend(c.Key, b.Lease, time.Minute) { // before a decision expires it
-			t.Fatal("Extend of an expired lease reported true")
+		// b expired at 1 s; a was extended to 10 s. Extend b before any
+		// decision on the key expires it.
+		clk.Advance(5 * time.Second)
+		if extend(c.Key, b.Lease, time.Minute) {
+			t.Fatal("Extend of a lease expired (and not yet removed) reported true")
 		}
 		r := decide1(t, st, c)
 		if !r.Allowed || r.Remaining != 0 {
