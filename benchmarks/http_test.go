@@ -44,7 +44,7 @@ var middlewares = []struct {
 		r := ratesync.NewRegistry()
 		b.Cleanup(func() { r.Close() })
 		r.ConfigureStore("mem", "memory", nil)
-		if err := r.ConfigureLimiter("api", ratesync.Rule{Store: "mem", RatePerSecond: hugeRate, Burst: 1_000_000}); err != nil {
+		if err := r.ConfigureLimiter("api", ratesync.Rule{Store: "mem", RatePerSecond: ratesyncRate, Burst: ratesyncBurst}); err != nil {
 			b.Fatal(err)
 		}
 		l, _ := r.Limiter("api")

@@ -106,13 +106,13 @@ func pgRatesync(b *testing.B, p *pgxpool.Pool, unlogged bool) decider {
 	r := ratesync.NewRegistry()
 	b.Cleanup(func() { r.Close(); s.Close() })
 	r.AddStore("pg", s)
-	if err := r.ConfigureLimiter("api", ratesync.Rule{Store: "pg", RatePerSecond: hugeRate, Burst: 1_000_000}); err != nil {
+	if err := r.ConfigureLimiter("api", ratesync.Rule{Store: "pg", RatePerSecond: ratesyncRate, Burst: ratesyncBurst}); err != nil {
 		b.Fatal(err)
 	}
 	l, _ := r.Limiter("api")
 	return func(ctx context.Context, key string) bool {
 		d, err := l.For(key).Try(ctx)
-		return err == nil && d.Allowed
+		return err == nil && d.Allowed && !d.FailedOpen // a store error is no decision
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -51,21 +53,178 @@ func (k Kind) String() string {
 }
 
 // Policy is the limit one check applies. Only the fields of its Kind are
-// read. Policies are validated by the root package before they reach a store.
+// read. A policy is valid when Validate accepts it; stores reject a check
+// whose policy or cost is not valid (see Check.Validate), so that no value
+// can overflow their arithmetic.
 type Policy struct {
 	Kind Kind
 
 	// Token bucket.
-	Rate  float64 // tokens per second, > 0
-	Burst int     // bucket capacity, >= 1
+	Rate  float64 // tokens per second, in [MinRate, MaxRate]
+	Burst int     // bucket capacity, in [1, MaxCount]; Burst/Rate <= MaxHorizon
 
 	// Sliding window.
-	Limit  int           // units per window, >= 1
-	Window time.Duration // > 0
+	Limit  int           // units per window, in [1, MaxCount]
+	Window time.Duration // in [MinWindow, MaxHorizon]
 
 	// Concurrency.
-	MaxConcurrent int           // >= 1
-	LeaseTTL      time.Duration // > 0
+	MaxConcurrent int           // in [1, MaxCount]
+	LeaseTTL      time.Duration // in [MinLeaseTTL, MaxHorizon]
+}
+
+// The supported ranges of policy values. Inside them every store enforces a
+// policy exactly: a token bucket admits at most Rate per second (plus
+// Burst) and at least Rate/1.001, windows and leases count time in whole
+// nanoseconds (microseconds on stores whose clock has microseconds), and no
+// sum or product of values overflows int64 nanoseconds or loses precision
+// in the float64 arithmetic of scripts.
+const (
+	// MinRate is the lowest token bucket rate, in tokens per second: one
+	// token per MaxHorizon.
+	MinRate = 1e-8
+	// MaxRate is the highest token bucket rate, in tokens per second. A
+	// bucket's emission interval is 1e9/Rate ns rounded up to a whole
+	// nanosecond, at least 1000 ns up to MaxRate, so rounding slows a rate
+	// by less than 0.1 %. Count larger units to limit more: a cost per KiB
+	// rather than per byte.
+	MaxRate = 1e6
+	// MaxHorizon is the longest time a policy spans: its Window, its
+	// LeaseTTL, or the time a drained bucket takes to refill (Burst/Rate).
+	MaxHorizon = 1e8 * time.Second
+	// MinWindow is the shortest sliding window: on stores with a
+	// microsecond clock a window is exact to 0.1 % from there.
+	MinWindow = time.Millisecond
+	// MinLeaseTTL is the shortest lease lifetime, for the same reason.
+	MinLeaseTTL = time.Millisecond
+	// MaxCount is the largest Burst, Limit, MaxConcurrent and check Cost:
+	// below 2^53, so that counts and their sums stay exact in float64.
+	MaxCount int64 = 1e15
+	// MinSweepInterval is the shortest interval between two sweeps of
+	// idle state (see ValidateSweepInterval): a sweep visits every key, so
+	// sweeping more often spends a core for no gain in memory.
+	MinSweepInterval = time.Second
+)
+
+// PolicyError is the error of Policy.Validate and the other validators of
+// this package. It names the field, the value and the supported range, and
+// says what to change.
+type PolicyError struct {
+	// Kind is the kind of the policy, zero for values that belong to none
+	// (a sweep interval).
+	Kind Kind
+	// Field is the Go name of the invalid value: "Rate", "Burst",
+	// "Limit", "Window", "MaxConcurrent", "LeaseTTL", "Kind", "Cost",
+	// "TTL" (of an extension) or "SweepInterval".
+	Field string
+	// Msg says what is wrong and what to change, without the field's
+	// configuration name, so that callers can put it in their own terms.
+	Msg string
+}
+
+// Error returns the message prefixed with "ratesync: " and the policy kind.
+func (e *PolicyError) Error() string {
+	if e.Kind == 0 {
+		return "ratesync: " + e.Msg
+	}
+	return "ratesync: " + e.Kind.String() + " policy: " + e.Msg
+}
+
+func policyErr(k Kind, field, format string, args ...any) error {
+	return &PolicyError{Kind: k, Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// seconds formats a duration in seconds, as configuration files give them,
+// to the nanosecond.
+func seconds(d time.Duration) string {
+	sign, u := "", uint64(d)
+	if d < 0 {
+		sign, u = "-", -u
+	}
+	s := strconv.FormatUint(u/1e9, 10)
+	if ns := u % 1e9; ns != 0 {
+		s += strings.TrimRight(fmt.Sprintf(".%09d", ns), "0")
+	}
+	return sign + s + " s"
+}
+
+// Validate reports whether p is inside the supported ranges (see MinRate
+// and the constants after it). The error is a *PolicyError naming the
+// field, the value and the range.
+func (p Policy) Validate() error {
+	switch p.Kind {
+	case TokenBucket:
+		return p.validateBucket()
+	case SlidingWindow:
+		if err := validateCount(p.Kind, "Limit", "limit", int64(p.Limit)); err != nil {
+			return err
+		}
+		return validateSpan(p.Kind, "Window", "window", p.Window, MinWindow)
+	case Concurrency:
+		if err := validateCount(p.Kind, "MaxConcurrent", "max concurrent", int64(p.MaxConcurrent)); err != nil {
+			return err
+		}
+		return validateSpan(p.Kind, "LeaseTTL", "lease TTL", p.LeaseTTL, MinLeaseTTL)
+	}
+	return policyErr(p.Kind, "Kind", "unknown policy kind %d: use TokenBucket, SlidingWindow or Concurrency", int(p.Kind))
+}
+
+func (p Policy) validateBucket() error {
+	const rng = "[1e-08, 1e+06] per second"
+	r := p.Rate
+	switch {
+	case !(r > 0): // NaN too
+		return policyErr(p.Kind, "Rate", "rate %v per second is not in the supported range %s", r, rng)
+	case r < MinRate:
+		return policyErr(p.Kind, "Rate", "rate %g per second is below the supported range %s (one token per 1e8 s, about 3.2 years): use a larger rate", r, rng)
+	case r > MaxRate:
+		return policyErr(p.Kind, "Rate", "rate %g per second is above the supported range %s, where whole-nanosecond intervals are exact to 0.1 %%: count larger units (a cost per KiB rather than per byte) so that the rate is at most 1e6", r, rng)
+	}
+	if err := validateCount(p.Kind, "Burst", "burst", int64(p.Burst)); err != nil {
+		return err
+	}
+	if iv := int64(p.Interval()); int64(p.Burst) > int64(MaxHorizon)/iv {
+		return policyErr(p.Kind, "Burst", "burst %d at rate %g per second takes %.4g s to refill, more than the supported horizon of 1e8 s (about 3.2 years): lower the burst or raise the rate", p.Burst, r, float64(p.Burst)/r)
+	}
+	return nil
+}
+
+func validateCount(k Kind, field, name string, n int64) error {
+	if n < 1 || n > MaxCount {
+		return policyErr(k, field, "%s %d is outside the supported range [1, 1e15]", name, n)
+	}
+	return nil
+}
+
+func validateSpan(k Kind, field, name string, d, least time.Duration) error {
+	if d < least || d > MaxHorizon {
+		return policyErr(k, field, "%s %s is outside the supported range [%s, 1e8 s]", name, seconds(d), seconds(least))
+	}
+	return nil
+}
+
+// ValidateCost reports whether cost is a valid check cost: in [1,
+// MaxCount]. A cost above the policy's capacity is valid; such a check is
+// denied, with a RetryAfter of never.
+func ValidateCost(cost int) error {
+	if cost < 1 || int64(cost) > MaxCount {
+		return policyErr(0, "Cost", "cost %d is outside the supported range [1, 1e15]", cost)
+	}
+	return nil
+}
+
+// ValidateLeaseTTL reports whether ttl is a valid lease lifetime for
+// Extender.Extend: in [MinLeaseTTL, MaxHorizon].
+func ValidateLeaseTTL(ttl time.Duration) error {
+	return validateSpan(Concurrency, "TTL", "lease TTL", ttl, MinLeaseTTL)
+}
+
+// ValidateSweepInterval reports whether d is a valid interval between two
+// sweeps of a store's idle state: in [MinSweepInterval, MaxHorizon].
+func ValidateSweepInterval(d time.Duration) error {
+	if d < MinSweepInterval || d > MaxHorizon {
+		return policyErr(0, "SweepInterval", "sweep interval %s is outside the supported range [1 s, 1e8 s]", seconds(d))
+	}
+	return nil
 }
 
 // Capacity returns the policy's quota: Burst, Limit or MaxConcurrent.
@@ -82,21 +241,23 @@ func (p Policy) Capacity() int {
 }
 
 // Interval returns the emission interval of a token bucket policy: the time
-// one token takes to refill, rounded up to the nanosecond so that rounding
-// never admits more than Rate per second.
+// one token takes to refill, 1e9/Rate ns rounded up to the nanosecond so
+// that rounding never admits more than Rate per second. For a valid policy
+// it is in [1 µs, MaxHorizon] and exact to 0.1 %; for others it saturates
+// (0 for a rate that is not positive, math.MaxInt64 for one too low).
 func (p Policy) Interval() time.Duration {
-	if p.Rate <= 0 {
+	if !(p.Rate > 0) {
 		return 0
 	}
 	ns := 1e9 / p.Rate
+	if ns >= math.MaxInt64 {
+		return math.MaxInt64
+	}
 	i := int64(ns)
 	if float64(i) < ns {
 		i++
 	}
-	if i < 1 {
-		i = 1
-	}
-	return time.Duration(i)
+	return time.Duration(max(i, 1))
 }
 
 // Key identifies the state of one limiter for one identifier: Name is the
@@ -148,6 +309,16 @@ type Check struct {
 	Key    Key
 	Policy Policy
 	Cost   int
+}
+
+// Validate reports whether c's policy and cost are valid (Policy.Validate,
+// ValidateCost). A store answers a check that is not valid with an error
+// marked BadRequest, before it consumes anything.
+func (c *Check) Validate() error {
+	if err := c.Policy.Validate(); err != nil {
+		return err
+	}
+	return ValidateCost(c.Cost)
 }
 
 // Result is a store's answer for one [Check].

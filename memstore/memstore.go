@@ -6,7 +6,14 @@
 // decision in steady state (a concurrency lease allocates its identifier).
 // Idle keys (bucket full, window empty, no live lease) are removed by one
 // background goroutine that Close stops, so memory is bounded by the number
-// of keys active within their policies' horizon.
+// of keys active within their policies' horizon. A key takes a 64-byte
+// entry; a sliding window adds 16 bytes per admission in its window,
+// whatever the admission's cost, in a ring that doubles as it fills (and
+// keeps its size until the key is idle and swept); a lease adds its
+// identifier and expiry. See docs/memory.md.
+//
+// Every check is validated (driver.Check.Validate): a policy or cost
+// outside the supported ranges is an error marked driver.ErrBadRequest.
 //
 // A lone token bucket check, the commonest decision, takes no lock: it finds
 // its key in its shard's index without locking and moves the bucket's state
@@ -127,14 +134,20 @@ func WithClock(now func() time.Time) Option {
 }
 
 // WithSweepInterval sets how often idle keys are removed. The default is
-// DefaultSweepInterval; zero keeps the default.
+// DefaultSweepInterval; zero keeps the default. An interval below
+// driver.MinSweepInterval (1 s) is raised to it: a sweep visits every key,
+// and sweeping more often only spends CPU. Configuration layers check
+// their values with driver.ValidateSweepInterval to report them instead.
 func WithSweepInterval(d time.Duration) Option {
 	return func(s *Store) {
-		if d > 0 {
-			s.sweepEvery = d
+		if d != 0 {
+			s.sweepEvery = max(d, driver.MinSweepInterval)
 		}
 	}
 }
+
+// SweepInterval returns how often the store removes idle keys.
+func (s *Store) SweepInterval() time.Duration { return s.sweepEvery }
 
 // New returns a Store and starts its sweeper goroutine; Close stops it.
 func New(opts ...Option) *Store {
@@ -295,7 +308,20 @@ type undo struct {
 	lease string
 }
 
-// Decide implements driver.Store.
+// validate returns the error of the first check whose policy or cost is
+// not valid, marked driver.ErrBadRequest.
+func validate(checks []driver.Check) error {
+	for i := range checks {
+		if err := checks[i].Validate(); err != nil {
+			return driver.BadRequest(err)
+		}
+	}
+	return nil
+}
+
+// Decide implements driver.Store. A check whose policy or cost is not
+// valid (driver.Check.Validate) makes it return an error marked
+// driver.ErrBadRequest, having consumed nothing.
 func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []driver.Result) (bool, error) {
 	if err := s.check(ctx); err != nil {
 		return false, err
@@ -312,6 +338,9 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 		}
 		results[0] = r
 		return r.Allowed, nil
+	}
+	if err := validate(checks); err != nil {
+		return false, err
 	}
 	var ls lockSet
 	s.lock(&ls, checks)
@@ -359,12 +388,27 @@ type Prepared struct {
 	policy   driver.Policy
 	interval int64 // emission interval of a token bucket, ns
 	capacity int
+	err      error // of validating policy, marked ErrBadRequest
 }
 
-// Prepare returns p prepared for deciding keys named name.
+// Prepare returns p prepared for deciding keys named name. A policy that
+// is not valid (driver.Policy.Validate) is prepared too: DecidePrepared
+// then returns its error, and Err reports it at once.
 func Prepare(name string, p driver.Policy) *Prepared {
 	pp := prepare(name, p)
 	return &pp
+}
+
+// Err returns the error of validating the prepared policy, marked
+// driver.ErrBadRequest, or nil.
+func (p *Prepared) Err() error { return p.err }
+
+// invalid returns the error of a check of p with cost that is not valid.
+func (p *Prepared) invalid(cost int) error {
+	if p.err != nil {
+		return p.err
+	}
+	return driver.BadRequest(driver.ValidateCost(cost))
 }
 
 func prepare(name string, p driver.Policy) Prepared {
@@ -374,6 +418,7 @@ func prepare(name string, p driver.Policy) Prepared {
 		policy:   p,
 		interval: int64(p.Interval()),
 		capacity: p.Capacity(),
+		err:      driver.BadRequest(p.Validate()),
 	}
 }
 
@@ -381,7 +426,9 @@ func prepare(name string, p driver.Policy) Prepared {
 // returns what Decide would return for that single check. It exists for
 // callers that decide one policy per request, such as the ratesync
 // package: it hashes the key once and allocates nothing (except the
-// identifier of a concurrency lease).
+// identifier of a concurrency lease). A policy that is not valid, or a
+// cost outside [1, driver.MaxCount], is an error marked
+// driver.ErrBadRequest.
 //
 // A token bucket check locks nothing on the key: it reads the clock, then
 // the bucket, and stores the new state only if the bucket did not change
@@ -410,6 +457,9 @@ func prepare(name string, p driver.Policy) Prepared {
 func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost int) (driver.Result, error) {
 	if err := s.check(ctx); err != nil {
 		return driver.Result{}, err
+	}
+	if p.err != nil || uint64(cost-1) >= uint64(driver.MaxCount) {
+		return driver.Result{}, p.invalid(cost)
 	}
 	h := hashKey(p.nameHash, id)
 	if p.policy.Kind != driver.TokenBucket {
@@ -478,9 +528,12 @@ func (s *Store) decideLocked(p *Prepared, h uint64, id string, cost int) driver.
 	return r
 }
 
-// Peek implements driver.Store.
+// Peek implements driver.Store. It validates checks as Decide does.
 func (s *Store) Peek(ctx context.Context, checks []driver.Check, results []driver.Result) error {
 	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if err := validate(checks); err != nil {
 		return err
 	}
 	var ls lockSet
@@ -583,10 +636,14 @@ func (s *Store) Release(ctx context.Context, key driver.Key, lease string) error
 	return nil
 }
 
-// Extend implements driver.Extender.
+// Extend implements driver.Extender. A ttl outside the range of
+// driver.ValidateLeaseTTL is an error marked driver.ErrBadRequest.
 func (s *Store) Extend(ctx context.Context, key driver.Key, lease string, ttl time.Duration) (bool, error) {
 	if err := s.check(ctx); err != nil {
 		return false, err
+	}
+	if err := driver.ValidateLeaseTTL(ttl); err != nil {
+		return false, driver.BadRequest(err)
 	}
 	h := keyHash(key)
 	sh := s.shardOf(h)

@@ -72,6 +72,13 @@ func Run(t *testing.T, o Options) {
 	t.Run("WaitGivesUpAtOnce", s.waitGivesUpAtOnce)
 	t.Run("ConcurrencyWaitersFIFO", s.concurrencyFIFO)
 	t.Run("StateValues", s.stateValues)
+	t.Run("ExtremeRates", s.extremeRates)
+	t.Run("ExtremeValues", s.extremeValues)
+	t.Run("InvalidChecksRejected", s.invalidChecksRejected)
+	t.Run("CostMillion", s.costMillion)
+	t.Run("Extend", s.extend)
+	t.Run("ModelMultiCheck", s.modelMultiCheck)
+	t.Run("HammerWindowCosts", s.hammerWindowCosts)
 }
 
 type suite struct{ o Options }

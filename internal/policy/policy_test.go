@@ -104,8 +104,8 @@ func TestLogBoundaries(t *testing.T) {
 		t.Fatalf("cost 2 at 10s: %+v, want retry 2s (two oldest at 1s and 2s)", o)
 	}
 	l.Unappend(1)
-	if l.Len() != 2 {
-		t.Fatalf("len after unappend %d", l.Len())
+	if l.Len() != 2 || l.Count() != 2 {
+		t.Fatalf("after unappend: %d entries, %d units, want 2 and 2", l.Len(), l.Count())
 	}
 	// Growth keeps order across the ring's wrap.
 	var g Log
@@ -113,7 +113,7 @@ func TestLogBoundaries(t *testing.T) {
 		g.Take(int64(i), 50, 1000, 1, true)
 	}
 	e := g.Entries()
-	if len(e) != 50 || e[0] != 50 || e[49] != 99 {
+	if len(e) != 50 || e[0].Time != 50 || e[49].Time != 99 {
 		t.Fatalf("entries %v", e)
 	}
 }
