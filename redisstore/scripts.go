@@ -1,0 +1,180 @@
+package redisstore
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed bucket.lua
+	bucketSrc string
+	//go:embed decide.lua
+	decideBody string
+	// decideSrc decides one decision: decide.lua, with bucket.lua's
+	// function before it.
+	decideSrc = bucketSrc + decideBody
+	//go:embed release.lua
+	releaseSrc string
+	//go:embed extend.lua
+	extendSrc string
+	//go:embed undo.lua
+	undoSrc string
+)
+
+// clockArgs returns the clock arguments of a script call.
+func (s *Store) clockArgs() (string, string) {
+	if s.clock == nil {
+		return "", ""
+	}
+	t := s.clock()
+	return strconv.FormatInt(t.Unix(), 10), strconv.Itoa(t.Nanosecond() / 1000)
+}
+
+// script is a Lua script run with EVALSHA, loaded once and reloaded with
+// EVAL when the server answers NOSCRIPT.
+type script struct {
+	src    string
+	sha    string
+	loaded atomic.Bool
+	mu     sync.Mutex
+}
+
+func newScript(src string) script {
+	return script{src: src, sha: redis.NewScript(src).Hash()}
+}
+
+func (sc *script) load(ctx context.Context, c Client) error {
+	if sc.loaded.Load() {
+		return nil
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.loaded.Load() {
+		return nil
+	}
+	if err := c.ScriptLoad(ctx, sc.src).Err(); err != nil {
+		return err
+	}
+	sc.loaded.Store(true)
+	return nil
+}
+
+func (sc *script) run(ctx context.Context, c Client, keys []string, args []any) (any, error) {
+	if err := sc.load(ctx, c); err != nil {
+		return nil, err
+	}
+	v, err := c.EvalSha(ctx, sc.sha, keys, args...).Result()
+	if isNoScript(err) {
+		v, err = c.Eval(ctx, sc.src, keys, args...).Result()
+	}
+	return v, err
+}
+
+func isNoScript(err error) bool {
+	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+func kindCode(k driver.Kind) int {
+	switch k {
+	case driver.TokenBucket:
+		return 1
+	case driver.SlidingWindow:
+		return 2
+	}
+	return 3
+}
+
+// decideArgs builds the keys and arguments of decide.lua for checks.
+func (s *Store) decideArgs(checks []driver.Check, consume bool, token string) ([]string, []any) {
+	keys := make([]string, len(checks))
+	args := make([]any, 4, 4+4*len(checks))
+	mode := "0"
+	if consume {
+		mode = "1"
+	}
+	sec, usec := s.clockArgs()
+	args[0], args[1], args[2], args[3] = mode, token, sec, usec
+	for i := range checks {
+		c := &checks[i]
+		p := &c.Policy
+		keys[i] = s.key(c.Key, p.Kind)
+		var a int64
+		var b int
+		switch p.Kind {
+		case driver.TokenBucket:
+			a, b = int64(p.Interval()), p.Burst
+		case driver.SlidingWindow:
+			a, b = int64(p.Window), p.Limit
+		default:
+			a, b = int64(p.LeaseTTL), p.MaxConcurrent
+		}
+		args = append(args, kindCode(p.Kind), a, b, max(c.Cost, 1))
+	}
+	return keys, args
+}
+
+// needsToken reports whether a decision on checks writes members that need
+// a unique name (window entries, leases).
+func needsToken(checks []driver.Check) bool {
+	for i := range checks {
+		if checks[i].Policy.Kind != driver.TokenBucket {
+			return true
+		}
+	}
+	return false
+}
+
+// parse stores the reply of decide.lua in results and returns whether every
+// check passed.
+func parse(reply any, checks []driver.Check, results []driver.Result, consume bool, token string) (bool, error) {
+	var buf [17]int64
+	var vals []int64
+	switch r := reply.(type) {
+	case []int64: // from the batch script
+		vals = r
+	case []any:
+		vals = buf[:0]
+		for _, v := range r {
+			vals = append(vals, toInt(v))
+		}
+	}
+	if len(vals) < 1 {
+		return false, fmt.Errorf("ratesync/redisstore: unexpected script reply %T", reply)
+	}
+	all := vals[0] == 1
+	for i := range checks {
+		base := 1 + 4*i
+		if base+3 >= len(vals) {
+			return false, fmt.Errorf("ratesync/redisstore: script reply has %d values for %d checks", len(vals), len(checks))
+		}
+		r := driver.Result{
+			Allowed:    vals[base] == 1,
+			Limit:      checks[i].Policy.Capacity(),
+			Remaining:  int(vals[base+1]),
+			ResetAfter: time.Duration(vals[base+3]),
+		}
+		if retry := vals[base+2]; retry < 0 {
+			r.RetryAfter = time.Duration(1<<63 - 1)
+		} else {
+			r.RetryAfter = time.Duration(retry)
+		}
+		if consume && all && checks[i].Policy.Kind == driver.Concurrency {
+			r.Lease = token
+		}
+		results[i] = r
+	}
+	return all, nil
+}
+
+func toInt(v any) int64 {
+	n, _ := v.(int64)
+	return n
+}
