@@ -1,6 +1,7 @@
 package redisstore_test
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -333,5 +334,37 @@ func TestBatchedAnswersReachTheirCallers(t *testing.T) {
 		if seen[rem] != 1 {
 			t.Fatalf("remaining %d seen %d times, want once", rem, seen[rem])
 		}
+	}
+}
+
+// The store's errors say their class: a key of the wrong type is this
+// request's problem (driver.ErrBadRequest), a server that cannot be
+// reached is unavailability (driver.ErrUnavailable).
+func TestErrorClassesThroughDecide(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	k := driver.Key{Name: "wrongtype"}
+	if err := c.HSet(bg, redisstore.KeyOf(s, k, driver.TokenBucket), "f", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	res := make([]driver.Result, 1)
+	_, err := s.Decide(bg, []driver.Check{{Key: k, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 1}, Cost: 1}}, res)
+	if !errors.Is(err, driver.ErrBadRequest) || driver.IsUnavailable(err) {
+		t.Fatalf("decision on a key of the wrong type: %v, want a driver.ErrBadRequest", err)
+	}
+
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(freePort(t)), MaxRetries: -1})
+	defer down.Close()
+	ds, err := redisstore.New(down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ds.Close()
+	_, err = ds.Decide(bg, []driver.Check{{Key: k, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 1}, Cost: 1}}, res)
+	if !driver.IsUnavailable(err) {
+		t.Fatalf("decision with no server: %v, want a driver.ErrUnavailable", err)
+	}
+	if err := ds.Ping(bg); !driver.IsUnavailable(err) {
+		t.Fatalf("Ping with no server: %v, want a driver.ErrUnavailable", err)
 	}
 }

@@ -35,9 +35,6 @@ import (
 // otherwise (rate-sync's default).
 const DefaultKeyPrefix = "rate_limit"
 
-// ErrClosed is returned by calls on a closed Store.
-var ErrClosed = errors.New("ratesync/redisstore: store is closed")
-
 // Store is a [driver.Store] on Redis. It is safe for concurrent use.
 type Store struct {
 	c       Client
@@ -142,8 +139,15 @@ func (s *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Decide implements driver.Store.
+// Decide implements driver.Store. Its errors are marked with their
+// driver class (driver.ErrUnavailable, driver.ErrBadRequest), as are those
+// of every other method.
 func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []driver.Result) (bool, error) {
+	ok, err := s.decideChecks(ctx, checks, results)
+	return ok, classify(err)
+}
+
+func (s *Store) decideChecks(ctx context.Context, checks []driver.Check, results []driver.Result) (bool, error) {
 	if err := s.check(ctx); err != nil {
 		return false, err
 	}
@@ -167,6 +171,10 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 
 // Peek implements driver.Store.
 func (s *Store) Peek(ctx context.Context, checks []driver.Check, results []driver.Result) error {
+	return classify(s.peekChecks(ctx, checks, results))
+}
+
+func (s *Store) peekChecks(ctx context.Context, checks []driver.Check, results []driver.Result) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
@@ -209,7 +217,7 @@ func (s *Store) Release(ctx context.Context, key driver.Key, lease string) error
 		return err
 	}
 	_, err := s.release.run(ctx, s.c, []string{s.key(key, driver.Concurrency)}, []any{lease, s.channel, key.Encoded()})
-	return err
+	return classify(err)
 }
 
 // Extend implements driver.Extender.
@@ -220,7 +228,7 @@ func (s *Store) Extend(ctx context.Context, key driver.Key, lease string, ttl ti
 	sec, usec := s.clockArgs()
 	v, err := s.extend.run(ctx, s.c, []string{s.key(key, driver.Concurrency)}, []any{lease, int64(ttl), sec, usec})
 	if err != nil {
-		return false, err
+		return false, classify(err)
 	}
 	return toInt(v) == 1, nil
 }
@@ -230,12 +238,16 @@ func (s *Store) Reset(ctx context.Context, key driver.Key) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	return s.c.Unlink(ctx, s.key(key, driver.TokenBucket), s.key(key, driver.SlidingWindow), s.key(key, driver.Concurrency)).Err()
+	return classify(s.c.Unlink(ctx, s.key(key, driver.TokenBucket), s.key(key, driver.SlidingWindow), s.key(key, driver.Concurrency)).Err())
 }
 
 // ResetAll implements driver.Store: it deletes every key under the store's
 // prefix, with SCAN on every primary (never KEYS), and nothing else.
 func (s *Store) ResetAll(ctx context.Context) error {
+	return classify(s.resetAll(ctx))
+}
+
+func (s *Store) resetAll(ctx context.Context) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
@@ -256,6 +268,10 @@ func (s *Store) ResetAll(ctx context.Context) error {
 // Ping implements driver.Store: it checks the connection and loads the
 // scripts.
 func (s *Store) Ping(ctx context.Context) error {
+	return classify(s.ping(ctx))
+}
+
+func (s *Store) ping(ctx context.Context) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
