@@ -25,21 +25,33 @@ import (
 // The compact decisions share one reading of the clock, taken when the
 // batch starts. Each decision is still all-or-nothing on its own; the
 // batch only saves the per-call cost on the server, and the compact form
-// most of the per-decision arguments. The
-// reply is one string, "v,v,...;v,v,...", one group per decision: a single
-// bulk reply is far cheaper to read than nested arrays.
+// most of the per-decision arguments. Each decision runs under pcall: one
+// that raises an error (a key of another type) fails alone, and the batch
+// goes on, so no decision is ever sent twice. The reply is one string,
+// "v,v,...;v,v,...", one group per decision ("!message" for one that
+// failed): a single bulk reply is far cheaper to read than nested arrays.
 var batchSrc = bucketSrc + `local function decide(KEYS, ARGV)
 ` + decideBody + `
 end
 local t = redis.call('TIME')
 local now_s, now_ns = tonumber(t[1]), tonumber(t[2]) * 1000
+-- failed returns the reply group of a decision that raised err.
+local function failed(err)
+  if type(err) == 'table' then err = err.err end
+  return '!' .. string.gsub(tostring(err), ';', ',')
+end
 local out = {}
 local ki, ai = 1, 2
 for d = 1, tonumber(ARGV[1]) do
   local nk = tonumber(ARGV[ai])
   if nk == 0 then
-    out[d] = string.format('%d,%d,%d,%d,%d', bucket(KEYS[ki], true, now_s, now_ns, 1,
-      tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2]), tonumber(ARGV[ai + 3])))
+    local ok, r1, r2, r3, r4, r5 = pcall(bucket, KEYS[ki], true, now_s, now_ns, 1,
+      tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2]), tonumber(ARGV[ai + 3]))
+    if ok then
+      out[d] = string.format('%d,%d,%d,%d,%d', r1, r2, r3, r4, r5)
+    else
+      out[d] = failed(r1)
+    end
     ki, ai = ki + 1, ai + 4
   else
     local na = tonumber(ARGV[ai + 1])
@@ -47,9 +59,13 @@ for d = 1, tonumber(ARGV[1]) do
     local keys, args = {}, {}
     for j = 1, nk do keys[j] = KEYS[ki + j - 1] end
     for j = 1, na do args[j] = ARGV[ai + j - 1] end
-    local r = decide(keys, args)
-    for j = 1, #r do r[j] = string.format('%d', r[j]) end
-    out[d] = table.concat(r, ',')
+    local ok, r = pcall(decide, keys, args)
+    if ok then
+      for j = 1, #r do r[j] = string.format('%d', r[j]) end
+      out[d] = table.concat(r, ',')
+    else
+      out[d] = failed(r)
+    end
     ki, ai = ki + nk, ai + na
   end
 end
@@ -226,11 +242,9 @@ func (s *Store) execBatch(ctx context.Context, calls []*call) bool {
 		args = append(args, c.args...)
 	}
 	reply, err := s.batch.run(ctx, s.c, keys, args)
-	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		return false // a script error: one call each, so only its own decision fails
-	}
 	if err != nil {
+		// The batch may have run, in part or whole (a reply lost on the
+		// way back): sending its decisions again could apply them twice.
 		for _, c := range calls {
 			c.err = err
 		}
@@ -240,8 +254,11 @@ func (s *Store) execBatch(ctx context.Context, calls []*call) bool {
 	for _, c := range calls {
 		var group string
 		group, str, _ = strings.Cut(str, ";")
-		vals, err := parseInts(group)
-		c.reply, c.err = vals, err
+		if msg, failed := strings.CutPrefix(group, "!"); failed {
+			c.reply, c.err = nil, replyError(msg)
+			continue
+		}
+		c.reply, c.err = parseInts(group)
 	}
 	return true
 }

@@ -368,3 +368,55 @@ func TestErrorClassesThroughDecide(t *testing.T) {
 		t.Fatalf("Ping with no server: %v, want a driver.ErrUnavailable", err)
 	}
 }
+
+// A batch in which one decision fails (its key holds another type) answers
+// every other decision exactly once: the failing decision fails alone, and
+// nothing the batch already applied is applied again.
+func TestBatchWithOneFailingDecision(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	bucket := driver.Policy{Kind: driver.TokenBucket, Rate: 0.001, Burst: 2}
+	window := driver.Policy{Kind: driver.SlidingWindow, Limit: 2, Window: time.Hour}
+	const n, bad = 400, 200
+	decisions := make([][]driver.Check, n)
+	for i := range decisions {
+		p := window
+		if i%4 == 0 {
+			p = bucket // the batch's compact form
+		}
+		decisions[i] = []driver.Check{{Key: driver.Key{Name: "batch", ID: strconv.Itoa(i)}, Policy: p, Cost: 1}}
+	}
+	badKey := redisstore.KeyOf(s, decisions[bad][0].Key, driver.TokenBucket)
+	if err := c.HSet(bg, badKey, "f", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	oks, results, errs := redisstore.DecideBatch(s, decisions)
+	for i := range decisions {
+		if i == bad {
+			if !errors.Is(errs[i], driver.ErrBadRequest) {
+				t.Errorf("decision %d on a key of the wrong type: %v, want a driver.ErrBadRequest", i, errs[i])
+			}
+			continue
+		}
+		if errs[i] != nil || !oks[i] || results[i][0].Remaining != 1 {
+			t.Errorf("decision %d, the first on its key: ok=%v err=%v %+v, want allowed with 1 remaining", i, oks[i], errs[i], results[i][0])
+		}
+	}
+	// Every key was consumed exactly once.
+	res := make([]driver.Result, 1)
+	twice := 0
+	for i, checks := range decisions {
+		if i == bad {
+			continue
+		}
+		if err := s.Peek(bg, checks, res); err != nil {
+			t.Fatal(err)
+		}
+		if res[0].Remaining != 1 {
+			twice++
+		}
+	}
+	if twice > 0 {
+		t.Fatalf("%d of %d keys consumed more than once", twice, n-1)
+	}
+}
