@@ -186,6 +186,12 @@ func (s *Store) exec(calls []*call, cmds []*redis.Cmd) []*redis.Cmd {
 	if !s.sharded && s.execBatch(ctx, calls) {
 		return cmds
 	}
+	return s.pipeline(ctx, calls, cmds)
+}
+
+// pipeline runs calls as one pipeline, one script call each (on Cluster,
+// each goes to its key's node), and stores each reply in its call.
+func (s *Store) pipeline(ctx context.Context, calls []*call, cmds []*redis.Cmd) []*redis.Cmd {
 	for _, c := range calls {
 		if err := c.sc.load(ctx, s.c); err != nil {
 			c.err = err

@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/rate-sync/ratesync-go"
 	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/rate-sync/ratesync-go/internal/policy"
 	"github.com/rate-sync/ratesync-go/redisstore"
 	"github.com/rate-sync/ratesync-go/storetest"
 )
@@ -196,8 +198,9 @@ func TestKeyTTLs(t *testing.T) {
 	}
 }
 
-// Window members are unique even for admissions in the same microsecond.
-func TestWindowMembersUniqueInOneMicrosecond(t *testing.T) {
+// A window admission is one member whatever its cost, and admissions in
+// the same microsecond are distinct members.
+func TestWindowOneMemberPerAdmission(t *testing.T) {
 	c := client(t)
 	frozen := time.Unix(1_800_000_000, 123_456_000)
 	s := store(t, c, redisstore.WithClock(func() time.Time { return frozen }))
@@ -212,8 +215,66 @@ func TestWindowMembersUniqueInOneMicrosecond(t *testing.T) {
 	if ok, _ := s.Decide(bg, []driver.Check{ch}, res); ok {
 		t.Fatal("11th and 12th units admitted")
 	}
-	if n := c.ZCard(bg, redisstore.KeyOf(s, ch.Key, driver.SlidingWindow)).Val(); n != 10 {
-		t.Fatalf("window holds %d members, want 10", n)
+	if n := c.ZCard(bg, redisstore.KeyOf(s, ch.Key, driver.SlidingWindow)).Val(); n != 5 {
+		t.Fatalf("window holds %d members, want 5 (one per admission)", n)
+	}
+}
+
+// An admission of cost 1e6 on a window of 1e6 per minute takes one
+// member and about the time of any decision; the next unit is denied
+// until the admission leaves the window.
+func TestWindowCostMillion(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	ch := driver.Check{Key: driver.Key{Name: "million"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 1_000_000, Window: time.Minute}, Cost: 1_000_000}
+	res := make([]driver.Result, 1)
+	start := time.Now()
+	ok, err := s.Decide(bg, []driver.Check{ch}, res)
+	took := time.Since(start)
+	if err != nil || !ok || res[0].Remaining != 0 {
+		t.Fatalf("cost 1e6: ok=%v err=%v %+v", ok, err, res[0])
+	}
+	key := redisstore.KeyOf(s, ch.Key, driver.SlidingWindow)
+	members := c.ZCard(bg, key).Val()
+	mem := c.MemoryUsage(bg, key).Val()
+	t.Logf("cost 1e6: %v, %d member(s), %d bytes", took, members, mem)
+	if members != 1 || mem > 1024 {
+		t.Fatalf("cost 1e6 stored %d members in %d bytes, want one member in under 1 KB", members, mem)
+	}
+	ch.Cost = 1
+	if ok, _ := s.Decide(bg, []driver.Check{ch}, res); ok || res[0].RetryAfter < 59*time.Second || res[0].RetryAfter > time.Minute {
+		t.Fatalf("the next unit: ok=%v %+v, want denied for about a minute", ok, res[0])
+	}
+}
+
+// Windows of admissions of many sizes answer as the reference model,
+// including the retry time of a denial that needs many admissions to leave
+// (the binary search over the members' running counts).
+func TestWindowModelManySizes(t *testing.T) {
+	c := client(t)
+	clk := storetest.NewClock()
+	s := store(t, c, redisstore.WithClock(clk.Now))
+	start := clk.Now()
+	p := driver.Policy{Kind: driver.SlidingWindow, Limit: 1000, Window: 10 * time.Second}
+	rnd := rand.New(rand.NewPCG(5, 5))
+	var log policy.Log
+	res := make([]driver.Result, 1)
+	for i := range 3000 {
+		clk.Advance(time.Duration(rnd.Int64N(int64(20*time.Millisecond))) / time.Microsecond * time.Microsecond)
+		cost := 1 + rnd.IntN(40)
+		if rnd.IntN(50) == 0 {
+			cost = 1 + rnd.IntN(p.Limit) // a large one, usually denied
+		}
+		now := int64(clk.Now().Sub(start))
+		want := log.Take(now, int64(p.Window), p.Limit, cost, true)
+		if _, err := s.Decide(bg, []driver.Check{{Key: driver.Key{Name: "sizes"}, Policy: p, Cost: cost}}, res); err != nil {
+			t.Fatal(err)
+		}
+		got := res[0]
+		if got.Allowed != want.Allowed || got.Remaining != want.Remaining ||
+			got.RetryAfter != time.Duration(want.RetryAfter) || got.ResetAfter != time.Duration(want.ResetAfter) {
+			t.Fatalf("step %d (cost %d): got %+v, want %+v", i, cost, got, want)
+		}
 	}
 }
 

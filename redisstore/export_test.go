@@ -34,3 +34,7 @@ func DecideBatch(s *Store, decisions [][]driver.Check) (oks []bool, results [][]
 	}
 	return oks, results, errs
 }
+
+// WithBetweenPhases runs fn when a two-phase decision has decided every
+// group and is about to undo the ones that passed (one or more denied).
+func WithBetweenPhases(fn func()) Option { return func(s *Store) { s.betweenPhases = fn } }

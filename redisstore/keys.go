@@ -16,7 +16,7 @@ func (s *Store) key(k driver.Key, kind driver.Kind) string {
 	case driver.TokenBucket:
 		suffix = "}:tb"
 	case driver.SlidingWindow:
-		suffix = "}:sw"
+		suffix = "}:sw2"
 	default:
 		suffix = "}:cc"
 	}

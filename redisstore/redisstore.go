@@ -47,6 +47,9 @@ type Store struct {
 	batch                         script // many decisions in one call: see batchSrc
 
 	clock func() time.Time // tests only; nil reads TIME on the server
+	// betweenPhases, tests only, runs before a two-phase decision undoes
+	// the groups that passed.
+	betweenPhases func()
 
 	workers   int
 	maxBatch  int
