@@ -35,6 +35,7 @@ func DecideBatch(s *Store, decisions [][]driver.Check) (oks []bool, results [][]
 	return oks, results, errs
 }
 
-// WithBetweenPhases runs fn when a two-phase decision has decided every
-// group and is about to undo the ones that passed (one or more denied).
-func WithBetweenPhases(fn func()) Option { return func(s *Store) { s.betweenPhases = fn } }
+// WithBetweenPhases runs fn in a two-phase decision after the peeks (phase
+// 1) and, when a group denied, before the groups that passed are undone
+// (phase 2).
+func WithBetweenPhases(fn func(phase int)) Option { return func(s *Store) { s.betweenPhases = fn } }

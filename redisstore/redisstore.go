@@ -47,9 +47,10 @@ type Store struct {
 	batch                         script // many decisions in one call: see batchSrc
 
 	clock func() time.Time // tests only; nil reads TIME on the server
-	// betweenPhases, tests only, runs before a two-phase decision undoes
-	// the groups that passed.
-	betweenPhases func()
+	// betweenPhases, tests only, runs in a two-phase decision after the
+	// peeks (phase 1) and, when a group denied, before the groups that
+	// passed are undone (phase 2).
+	betweenPhases func(phase int)
 
 	workers   int
 	maxBatch  int

@@ -59,6 +59,9 @@ func (s *Store) decideTwoPhase(ctx context.Context, checks []driver.Check, resul
 	if !allowed {
 		return false, nil
 	}
+	if s.betweenPhases != nil {
+		s.betweenPhases(1)
+	}
 
 	// 2. Decide. Once sent, the calls are waited for whatever ctx does, so
 	// that what they took is known and can be given back.
@@ -93,7 +96,7 @@ func (s *Store) decideTwoPhase(ctx context.Context, checks []driver.Check, resul
 		return true, nil
 	}
 	if s.betweenPhases != nil {
-		s.betweenPhases()
+		s.betweenPhases(2)
 	}
 
 	// 3. Undo the groups that passed, then answer them by a peek.

@@ -8,9 +8,14 @@
 --          value, the window's member) and, for a bucket, the nanoseconds
 --          it moved the bucket's theoretical arrival time forward
 --
--- A window gives back its member only while it is the newest one: the
--- units in a window are counted from the members at both ends (see
--- decide.lua), so a member removed from the middle would be counted still.
+-- A bucket or a window is given back only while the key still holds what
+-- the decision wrote (for a window: while its member is the newest).
+-- After another write, what the decision took may already be gone (the
+-- bucket refilled before the other decision, which then started from
+-- now), and a window's units are counted from the members at both ends
+-- (see decide.lua), so a member removed from the middle would be counted
+-- still: the undo then gives nothing back, never more than was taken. A
+-- lease is removed by its id whatever happened.
 -- Returns the number of keys given back.
 local token = ARGV[1]
 local given = 0
@@ -19,11 +24,10 @@ for i = 1, #KEYS do
   local kind, wrote, delta = tonumber(ARGV[base + 1]), ARGV[base + 2], tonumber(ARGV[base + 3])
   local k = KEYS[i]
   if kind == 1 then
-    local v = redis.call('GET', k)
-    if v then
+    if redis.call('GET', k) == wrote then
       -- tat -= delta, on the decimal string of nanoseconds.
-      local hi = tonumber(string.sub(v, 1, -10)) or 0
-      local lo = tonumber(string.sub(v, -9)) - delta
+      local hi = tonumber(string.sub(wrote, 1, -10)) or 0
+      local lo = tonumber(string.sub(wrote, -9)) - delta
       local borrow = math.floor(lo / 1000000000)
       redis.call('SET', k, string.format('%d%09d', hi + borrow, lo - borrow * 1000000000), 'KEEPTTL')
       given = given + 1
