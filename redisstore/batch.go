@@ -183,7 +183,7 @@ func (s *Store) exec(calls []*call, cmds []*redis.Cmd) []*redis.Cmd {
 		c.reply, c.err = c.sc.run(ctx, s.c, c.keys, c.args)
 		return cmds
 	}
-	if !s.sharded && s.execBatch(ctx, calls) {
+	if !s.sharded.Load() && s.execBatch(ctx, calls) {
 		return cmds
 	}
 	return s.pipeline(ctx, calls, cmds)
@@ -248,6 +248,12 @@ func (s *Store) execBatch(ctx context.Context, calls []*call) bool {
 		args = append(args, c.args...)
 	}
 	reply, err := s.batch.run(ctx, s.c, keys, args)
+	if isCrossSlot(err) {
+		// A Cluster behind a client that did not say so; the batch did not
+		// run, so its calls go again one by one.
+		s.sharded.Store(true)
+		return false
+	}
 	if err != nil {
 		// The batch may have run, in part or whole (a reply lost on the
 		// way back): sending its decisions again could apply them twice.

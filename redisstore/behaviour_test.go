@@ -14,6 +14,7 @@ import (
 	"github.com/rate-sync/ratesync-go"
 	"github.com/rate-sync/ratesync-go/driver"
 	"github.com/rate-sync/ratesync-go/internal/policy"
+	"github.com/rate-sync/ratesync-go/internal/testenv"
 	"github.com/rate-sync/ratesync-go/redisstore"
 	"github.com/rate-sync/ratesync-go/storetest"
 )
@@ -479,5 +480,38 @@ func TestBatchWithOneFailingDecision(t *testing.T) {
 	}
 	if twice > 0 {
 		t.Fatalf("%d of %d keys consumed more than once", twice, n-1)
+	}
+}
+
+// The colocate option of a configured store takes groups of rule names.
+func TestColocateOption(t *testing.T) {
+	url := testenv.RedisURL(t)
+	for _, tt := range []struct {
+		name    string
+		value   any
+		wantErr string
+	}{
+		{"from TOML", []any{[]any{"login_ip", "login_account"}, []any{"a", "b", "c"}}, ""},
+		{"from code", [][]string{{"login_ip", "login_account"}}, ""},
+		{"flat list", []any{"login_ip", "login_account"}, "item 1: want a list of groups"},
+		{"not a list", "login_ip", "want a list of groups"},
+		{"one rule", []any{[]any{"login_ip"}}, "group 1: name at least two rules"},
+		{"not a name", []any{[]any{"login_ip", 3}}, "group 1: want rule names"},
+		{"rule in two groups", []any{[]any{"a", "b"}, []any{"b", "c"}}, `rule "b" is in two groups`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ratesync.NewRegistry()
+			defer r.Close()
+			err := r.ConfigureStore("s", "redis", map[string]any{"url": url, "colocate": tt.value})
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "colocate") {
+				t.Fatalf("got %v, want an error about colocate saying %q", err, tt.wantErr)
+			}
+		})
 	}
 }

@@ -5,8 +5,9 @@
 // concurrency lease, or all of them for several keys), is one EVALSHA of a
 // script that applies all checks or none, on the Redis server's clock. The
 // keys of one limiter key share a hash tag, so the scripts run on Redis
-// Cluster; a decision whose keys fall in different Cluster slots (a
-// composite of two limiter keys) takes the two-phase path described in
+// Cluster, and WithColocation gives the rules that composites combine one
+// slot, so that those composites are one call too; a decision whose keys
+// fall in different Cluster slots takes the two-phase path described in
 // docs/redis.md. Decisions that arrive together from many goroutines are
 // sent in one pipeline, so throughput is not bound by one round trip per
 // goroutine.
@@ -25,8 +26,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/rate-sync/ratesync-go/driver"
 	"github.com/rate-sync/ratesync-go/internal/notify"
 )
@@ -37,11 +36,16 @@ const DefaultKeyPrefix = "rate_limit"
 
 // Store is a [driver.Store] on Redis. It is safe for concurrent use.
 type Store struct {
-	c       Client
-	owned   bool // opened from configuration: Close closes the client
-	prefix  string
-	channel string
-	sharded bool // Cluster or Ring: keys with different hash tags may live apart
+	c         Client
+	owned     bool // opened from configuration: Close closes the client
+	prefix    string
+	prefixTag bool // the prefix holds a hash tag: every key in one slot
+	channel   string
+	colocated map[string]string // escaped rule name -> its group's tag text
+	groups    [][]string        // WithColocation's groups
+	// sharded: keys with different hash tags may live on different
+	// servers (Cluster or Ring; see Client).
+	sharded atomic.Bool
 
 	decide, release, extend, undo script
 	batch                         script // many decisions in one call: see batchSrc
@@ -75,6 +79,18 @@ type Option func(*Store)
 // in one Cluster slot, which makes every composite decision one call at the
 // cost of spreading no load.
 func WithKeyPrefix(p string) Option { return func(s *Store) { s.prefix = p } }
+
+// WithColocation puts the keys of the named rules (their own keys and
+// every per-key clone's) in one Redis Cluster slot, so that a composite
+// decision that combines them is one atomic script call instead of the
+// two-phase path. Call it once per group; a rule may be in one group only.
+// The cost: every decision of the group's rules runs on the one node that
+// holds the slot, and their state lives there (see docs/redis.md, "Redis
+// Cluster"). It changes the keys of those rules, so their state starts
+// afresh. Without Cluster it changes nothing but the keys.
+func WithColocation(rules ...string) Option {
+	return func(s *Store) { s.groups = append(s.groups, rules) }
+}
 
 // WithBatching sets how decisions are batched: up to workers calls in
 // flight, each carrying up to maxBatch decisions. A decision is sent at
@@ -114,13 +130,14 @@ func New(c Client, opts ...Option) (*Store, error) {
 	for _, o := range opts {
 		o(s)
 	}
-	if s.prefix == "" {
-		return nil, errors.New("ratesync/redisstore: key prefix must not be empty")
+	var err error
+	if s.prefixTag, err = checkPrefix(s.prefix); err != nil {
+		return nil, err
 	}
-	switch c.(type) {
-	case *redis.ClusterClient, *redis.Ring:
-		s.sharded = true
+	if s.colocated, err = colocation(s.groups); err != nil {
+		return nil, err
 	}
+	s.sharded.Store(isSharded(c))
 	s.channel = s.prefix + ":released"
 	s.hub = notify.New(s.listen)
 	s.decide = newScript(decideSrc)
@@ -162,11 +179,15 @@ func (s *Store) decideChecks(ctx context.Context, checks []driver.Check, results
 	if needsToken(checks) {
 		token = driver.NewLeaseID()
 	}
-	if s.sharded && !sameTag(s, checks) {
+	if s.sharded.Load() && !sameTag(s, checks) {
 		return s.decideTwoPhase(ctx, checks, results, token)
 	}
 	keys, args := s.decideArgs(checks, true, token)
 	reply, err := s.do(ctx, &s.decide, keys, args)
+	if isCrossSlot(err) && !sameTag(s, checks) {
+		s.sharded.Store(true) // a Cluster behind a client that did not say so
+		return s.decideTwoPhase(ctx, checks, results, token)
+	}
 	if err != nil {
 		return false, err
 	}
@@ -185,23 +206,15 @@ func (s *Store) peekChecks(ctx context.Context, checks []driver.Check, results [
 	if len(checks) == 0 {
 		return nil
 	}
-	if s.sharded && !sameTag(s, checks) {
-		for _, g := range s.groups(checks) {
-			cs := make([]driver.Check, len(g))
-			for j, i := range g {
-				cs[j] = checks[i]
-			}
-			rs := make([]driver.Result, len(cs))
-			if err := s.peek(ctx, cs, rs); err != nil {
-				return err
-			}
-			for j, i := range g {
-				results[i] = rs[j]
-			}
-		}
-		return nil
+	if s.sharded.Load() && !sameTag(s, checks) {
+		return s.peekGroups(ctx, checks, results)
 	}
-	return s.peek(ctx, checks, results)
+	err := s.peek(ctx, checks, results)
+	if isCrossSlot(err) && !sameTag(s, checks) {
+		s.sharded.Store(true)
+		return s.peekGroups(ctx, checks, results)
+	}
+	return err
 }
 
 func (s *Store) peek(ctx context.Context, checks []driver.Check, results []driver.Result) error {
@@ -255,18 +268,7 @@ func (s *Store) resetAll(ctx context.Context) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	match := globEscape(s.prefix) + ":{*"
-	switch c := s.c.(type) {
-	case *redis.ClusterClient:
-		return c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-			return scanDelete(ctx, n, match)
-		})
-	case *redis.Ring:
-		return c.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
-			return scanDelete(ctx, n, match)
-		})
-	}
-	return scanDelete(ctx, s.c, match)
+	return scanDeleteAll(ctx, s.c, globEscape(s.prefix)+":{*")
 }
 
 // Ping implements driver.Store: it checks the connection and loads the

@@ -14,15 +14,18 @@ import (
 //
 //  1. every group is peeked, in one pipeline: if one denies, the decision
 //     is denied with those answers, and nothing was written anywhere;
-//  2. every group is decided, in one pipeline: if all pass, the decision
-//     is allowed;
-//  3. otherwise (another client took the quota between 1 and 2), the
-//     groups that passed are undone and answered by a peek.
+//  2. the group with the least room (the likeliest to deny) is decided
+//     alone: if it denies, nothing else was written;
+//  3. the other groups are decided, in one pipeline: if all pass, the
+//     decision is allowed;
+//  4. otherwise (another client took the quota since the peeks), the groups
+//     that passed are undone and answered by a peek.
 //
-// Between 2 and 3 other clients can see what the groups that passed took.
-// The undo gives back no more than each group took (undo.lua).
+// Between their decide and their undo, other clients can see what the
+// groups that passed took. The undo gives back no more than each group
+// took (undo.lua).
 func (s *Store) decideTwoPhase(ctx context.Context, checks []driver.Check, results []driver.Result, token string) (bool, error) {
-	groups := s.groups(checks)
+	groups := s.slotGroups(checks)
 	sub := make([][]driver.Check, len(groups))
 	for gi, g := range groups {
 		sub[gi] = make([]driver.Check, len(g))
@@ -36,7 +39,7 @@ func (s *Store) decideTwoPhase(ctx context.Context, checks []driver.Check, resul
 		}
 	}
 
-	// 1. Peek.
+	// 1. Peek every group, and find the one with the least room.
 	calls := make([]*call, len(groups))
 	for gi := range groups {
 		keys, args := s.decideArgs(sub[gi], false, "")
@@ -44,6 +47,7 @@ func (s *Store) decideTwoPhase(ctx context.Context, checks []driver.Check, resul
 	}
 	s.pipeline(ctx, calls, nil)
 	allowed := true
+	tightest, least := 0, 0
 	for gi, c := range calls {
 		if c.err != nil {
 			return false, c.err
@@ -55,6 +59,11 @@ func (s *Store) decideTwoPhase(ctx context.Context, checks []driver.Check, resul
 		}
 		answer(gi, rs)
 		allowed = allowed && ok
+		for j, r := range rs {
+			if room := r.Remaining - max(sub[gi][j].Cost, 1); (gi == 0 && j == 0) || room < least {
+				tightest, least = gi, room
+			}
+		}
 	}
 	if !allowed {
 		return false, nil
@@ -63,18 +72,34 @@ func (s *Store) decideTwoPhase(ctx context.Context, checks []driver.Check, resul
 		s.betweenPhases(1)
 	}
 
-	// 2. Decide. Once sent, the calls are waited for whatever ctx does, so
-	// that what they took is known and can be given back.
+	// 2 and 3. Decide the tightest group, then the others. Once sent, the
+	// calls are waited for whatever ctx does, so that what they took is
+	// known and can be given back.
 	nctx := context.WithoutCancel(ctx)
-	for gi := range groups {
+	decideCall := func(gi int) *call {
 		keys, args := s.decideArgs(sub[gi], true, token)
-		args[0] = "2"
-		calls[gi] = &call{sc: &s.decide, keys: keys, args: args}
+		args[0] = "2" // consume, and report what was written
+		return &call{sc: &s.decide, keys: keys, args: args}
 	}
-	s.pipeline(nctx, calls, nil)
+	order := []int{tightest}
+	calls = make([]*call, len(groups))
+	calls[tightest] = decideCall(tightest)
+	s.pipeline(nctx, calls[tightest:tightest+1], nil)
+	var rest []*call
+	if first := calls[tightest]; first.err == nil && isAllowed(first.reply) {
+		for gi := range groups {
+			if gi != tightest {
+				calls[gi] = decideCall(gi)
+				rest = append(rest, calls[gi])
+				order = append(order, gi)
+			}
+		}
+		s.pipeline(nctx, rest, nil)
+	}
 	var passed []int
 	var err error
-	for gi, c := range calls {
+	for _, gi := range order {
+		c := calls[gi]
 		if c.err != nil {
 			err = errors.Join(err, c.err)
 			continue
@@ -95,11 +120,11 @@ func (s *Store) decideTwoPhase(ctx context.Context, checks []driver.Check, resul
 	if err == nil && allowed {
 		return true, nil
 	}
-	if s.betweenPhases != nil {
+	if len(passed) > 0 && s.betweenPhases != nil {
 		s.betweenPhases(2)
 	}
 
-	// 3. Undo the groups that passed, then answer them by a peek.
+	// 4. Undo the groups that passed, then answer them by a peek.
 	for _, gi := range passed {
 		keys, args, uerr := s.undoArgs(sub[gi], calls[gi].reply, token)
 		if uerr == nil {
@@ -120,6 +145,12 @@ func (s *Store) decideTwoPhase(ctx context.Context, checks []driver.Check, resul
 		answer(gi, rs)
 	}
 	return false, nil
+}
+
+// isAllowed reports whether a decide.lua reply says the decision passed.
+func isAllowed(reply any) bool {
+	r, _ := reply.([]any)
+	return len(r) > 0 && toInt(r[0]) == 1
 }
 
 // undoArgs builds the keys and arguments of undo.lua for a group of checks
@@ -150,4 +181,23 @@ func (s *Store) undoArgs(checks []driver.Check, reply any, token string) ([]stri
 		index[k] = len(args) - 1
 	}
 	return keys, args, nil
+}
+
+// peekGroups peeks checks whose keys live in different slots, one call per
+// slot.
+func (s *Store) peekGroups(ctx context.Context, checks []driver.Check, results []driver.Result) error {
+	for _, g := range s.slotGroups(checks) {
+		cs := make([]driver.Check, len(g))
+		for j, i := range g {
+			cs[j] = checks[i]
+		}
+		rs := make([]driver.Result, len(cs))
+		if err := s.peek(ctx, cs, rs); err != nil {
+			return err
+		}
+		for j, i := range g {
+			results[i] = rs[j]
+		}
+	}
+	return nil
 }
