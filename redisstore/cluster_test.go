@@ -298,17 +298,16 @@ func TestWrappedClusterClient(t *testing.T) {
 		{"hiding", hiddenCluster{cc}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			// The keys are deleted at the end through the Cluster client
+			// itself: a wrapper that hides ForEachMaster gives ResetAll one
+			// node only.
 			prefix := randomPrefix(t)
+			store(t, cc, redisstore.WithKeyPrefix(prefix))
 			s, err := redisstore.New(tt.c, redisstore.WithKeyPrefix(prefix))
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() {
-				s.Close()
-				// Through the Cluster client itself: a wrapper that hides
-				// ForEachMaster gives ResetAll one node only.
-				store(t, cc, redisstore.WithKeyPrefix(prefix))
-			})
+			t.Cleanup(func() { s.Close() })
 			p := driver.Policy{Kind: driver.SlidingWindow, Limit: 2, Window: time.Minute}
 			a := driver.Check{Key: driver.Key{Name: "wrap-a"}, Policy: p, Cost: 1}
 			b := driver.Check{Key: driver.Key{Name: "wrap-b"}, Policy: p, Cost: 1}

@@ -39,3 +39,6 @@ func DecideBatch(s *Store, decisions [][]driver.Check) (oks []bool, results [][]
 // 1) and, when a group denied, before the groups that passed are undone
 // (phase 2).
 func WithBetweenPhases(fn func(phase int)) Option { return func(s *Store) { s.betweenPhases = fn } }
+
+// RecordPrefix stores in p the key prefix that the options before it set.
+func RecordPrefix(p *string) Option { return func(s *Store) { *p = s.prefix } }
