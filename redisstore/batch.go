@@ -240,7 +240,7 @@ func (s *Store) execBatch(ctx context.Context, calls []*call) bool {
 	args[0] = n
 	for _, c := range calls {
 		keys = append(keys, c.keys...)
-		if loneBucket(c) {
+		if !s.general && loneBucket(c) {
 			args = append(args, 0, c.args[5], c.args[6], c.args[7])
 			continue
 		}

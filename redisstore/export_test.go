@@ -42,3 +42,14 @@ func WithBetweenPhases(fn func(phase int)) Option { return func(s *Store) { s.be
 
 // RecordPrefix stores in p the key prefix that the options before it set.
 func RecordPrefix(p *string) Option { return func(s *Store) { *p = s.prefix } }
+
+// WithGeneralPaths turns off the single-bucket compact paths (decide.lua's
+// fast path and the batch's compact form): every decision goes through
+// the general script.
+func WithGeneralPaths() Option { return func(s *Store) { s.general = true } }
+
+// DecideBatchErrs is DecideBatch returning only the errors.
+func DecideBatchErrs(s *Store, decisions [][]driver.Check) []error {
+	_, _, errs := DecideBatch(s, decisions)
+	return errs
+}

@@ -51,6 +51,9 @@ type Store struct {
 	batch                         script // many decisions in one call: see batchSrc
 
 	clock func() time.Time // tests only; nil reads TIME on the server
+	// general, tests only, turns off the single-bucket compact paths
+	// (decide.lua's fast path, the batch's compact form).
+	general bool
 	// betweenPhases, tests only, runs in a two-phase decision after the
 	// peeks (phase 1) and, when a group denied, before the groups that
 	// passed are undone (phase 2).
@@ -142,6 +145,10 @@ func New(c Client, opts ...Option) (*Store, error) {
 	s.hub = notify.New(s.listen)
 	s.decide = newScript(decideSrc)
 	s.batch = newScript(batchSrc)
+	if s.general {
+		s.decide = newScript(withoutFastPath(decideSrc))
+		s.batch = newScript(withoutFastPath(batchSrc))
+	}
 	s.release = newScript(releaseSrc)
 	s.extend = newScript(extendSrc)
 	s.undo = newScript(undoSrc)

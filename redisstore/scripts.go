@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,4 +178,16 @@ func parse(reply any, checks []driver.Check, results []driver.Result, consume bo
 func toInt(v any) int64 {
 	n, _ := v.(int64)
 	return n
+}
+
+// fastPath is the condition of decide.lua's one-bucket fast path.
+const fastPath = "if #KEYS == 1 and ARGV[5] == '1' and not report then"
+
+// withoutFastPath returns src with decide.lua's fast path turned off
+// (tests only: the benchmark of the compact paths).
+func withoutFastPath(src string) string {
+	if !strings.Contains(src, fastPath) {
+		panic("redisstore: decide.lua's fast path not found")
+	}
+	return strings.Replace(src, fastPath, "if false then", 1)
 }
