@@ -140,7 +140,7 @@ func (s *Store) do(ctx context.Context, sc *script, keys []string, args []any) (
 func (s *Store) worker() {
 	defer s.wg.Done()
 	batch := make([]*call, 0, s.maxBatch)
-	cmds := make([]*redis.Cmd, 0, s.maxBatch)
+	cmds := make([]redis.Cmder, 0, s.maxBatch)
 	for {
 		var c *call
 		select {
@@ -173,7 +173,7 @@ func (s *Store) worker() {
 
 // exec runs calls, in one pipeline when there are several, and stores each
 // reply in its call.
-func (s *Store) exec(calls []*call, cmds []*redis.Cmd) []*redis.Cmd {
+func (s *Store) exec(calls []*call, cmds []redis.Cmder) []redis.Cmder {
 	ctx := context.Background()
 	switch len(calls) {
 	case 0:
@@ -191,7 +191,7 @@ func (s *Store) exec(calls []*call, cmds []*redis.Cmd) []*redis.Cmd {
 
 // pipeline runs calls as one pipeline, one script call each (on Cluster,
 // each goes to its key's node), and stores each reply in its call.
-func (s *Store) pipeline(ctx context.Context, calls []*call, cmds []*redis.Cmd) []*redis.Cmd {
+func (s *Store) pipeline(ctx context.Context, calls []*call, cmds []redis.Cmder) []redis.Cmder {
 	for _, c := range calls {
 		if err := c.sc.load(ctx, s.c); err != nil {
 			c.err = err
@@ -200,7 +200,9 @@ func (s *Store) pipeline(ctx context.Context, calls []*call, cmds []*redis.Cmd) 
 	_, _ = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, c := range calls {
 			if c.err == nil {
-				cmds = append(cmds, p.EvalSha(ctx, c.sc.sha, c.keys, c.args...))
+				cmd := c.sc.cmd(ctx, false, c.keys, c.args)
+				_ = p.Process(ctx, cmd)
+				cmds = append(cmds, cmd)
 			}
 		}
 		return nil
@@ -210,7 +212,7 @@ func (s *Store) pipeline(ctx context.Context, calls []*call, cmds []*redis.Cmd) 
 		if c.err != nil {
 			continue
 		}
-		c.reply, c.err = cmds[i].Result()
+		c.reply, c.err = result(cmds[i])
 		i++
 		if isNoScript(c.err) { // the server lost its script cache
 			c.reply, c.err = c.sc.run(ctx, s.c, c.keys, c.args)

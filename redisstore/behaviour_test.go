@@ -2,10 +2,14 @@ package redisstore_test
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -511,6 +515,120 @@ func TestColocateOption(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "colocate") {
 				t.Fatalf("got %v, want an error about colocate saying %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// delayingProxy forwards connections to upstream and holds the first
+// reply that starts with prefix for delay.
+func delayingProxy(t *testing.T, upstream, prefix string, delay time.Duration) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held atomic.Bool
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(up, c); up.Close() }()
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := up.Read(buf)
+					if err != nil {
+						return
+					}
+					if strings.HasPrefix(string(buf[:n]), prefix) && held.CompareAndSwap(false, true) {
+						time.Sleep(delay)
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// A decision is never applied twice by the client's retries: go-redis
+// retries a command whose reply came late (a read timeout) or was lost,
+// which would run the script again; the store sends decisions as commands
+// that go-redis does not retry. Checked on a store opened from
+// configuration and on one given a client with go-redis's default retries.
+func TestDecisionNotResentByClient(t *testing.T) {
+	o, err := redis.ParseURL(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client(t)
+	p := driver.Policy{Kind: driver.SlidingWindow, Limit: 10, Window: time.Hour}
+	for _, configured := range []bool{true, false} {
+		t.Run(map[bool]string{true: "configured", false: "caller's client"}[configured], func(t *testing.T) {
+			// Hold the first reply of an admitted one-check decision past
+			// the socket timeout.
+			proxy := delayingProxy(t, o.Addr, "*5\r\n:1\r\n", 300*time.Millisecond)
+			prefix := randomPrefix(t)
+			s := store(t, c, redisstore.WithKeyPrefix(prefix)) // reads the key, deletes it at the end
+			var decide func() (bool, error)
+			if configured {
+				r := ratesync.NewRegistry()
+				t.Cleanup(func() { r.Close() })
+				url := fmt.Sprintf("redis://%s/%d", proxy, o.DB)
+				if err := r.ConfigureStore("proxied", "redis", map[string]any{"url": url, "key_prefix": prefix, "socket_timeout": 0.1}); err != nil {
+					t.Fatal(err)
+				}
+				if err := r.ConfigureLimiter("w", ratesync.Rule{Store: "proxied", Algorithm: ratesync.SlidingWindow, Limit: 10, Window: time.Hour, OnStoreError: ratesync.Deny}); err != nil {
+					t.Fatal(err)
+				}
+				l, _ := r.Limiter("w")
+				decide = func() (bool, error) { d, err := l.Try(bg); return d.Allowed, err }
+			} else {
+				pc := redis.NewClient(&redis.Options{Addr: proxy, DB: o.DB, ReadTimeout: 100 * time.Millisecond})
+				t.Cleanup(func() { pc.Close() })
+				ps := store(t, pc, redisstore.WithKeyPrefix(prefix))
+				decide = func() (bool, error) {
+					return ps.Decide(bg, []driver.Check{{Key: driver.Key{Name: "w"}, Policy: p, Cost: 1}}, make([]driver.Result, 1))
+				}
+			}
+			ok, err := decide()
+			t.Logf("decision with its reply held 300 ms past a 100 ms read timeout: %v, %v", ok, err)
+			res := make([]driver.Result, 1)
+			if err := s.Peek(bg, []driver.Check{{Key: driver.Key{Name: "w"}, Policy: p, Cost: 1}}, res); err != nil {
+				t.Fatal(err)
+			}
+			if used := 10 - res[0].Remaining; used != 1 {
+				t.Fatalf("one decision used %d units: its script ran %d times", used, used)
 			}
 		})
 	}

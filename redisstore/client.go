@@ -10,7 +10,9 @@ import (
 // Client is the part of a go-redis v9 client the store uses.
 // *redis.Client (including the Sentinel failover client),
 // *redis.ClusterClient, *redis.Ring and redis.UniversalClient satisfy it,
-// as do wrappers of them.
+// as do wrappers of them. Scripts run through Process: a decision is sent
+// as a command that go-redis does not retry (see onceCmd), since a retry
+// after a late or lost reply would run it twice.
 //
 // The store finds out whether the keys of a decision may live on
 // different servers by what the client can do, not by its type: a client
@@ -20,8 +22,7 @@ import (
 // is sharded from that answer on. ResetAll reaches every node only through
 // ForEachMaster or ForEachShard.
 type Client interface {
-	Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd
-	EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd
+	Process(ctx context.Context, cmd redis.Cmder) error
 	ScriptLoad(ctx context.Context, script string) *redis.StringCmd
 	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
 	Subscribe(ctx context.Context, channels ...string) *redis.PubSub

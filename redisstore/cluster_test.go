@@ -261,11 +261,8 @@ type embeddedCluster struct{ *redis.ClusterClient }
 // methods of redisstore.Client.
 type hiddenCluster struct{ c *redis.ClusterClient }
 
-func (h hiddenCluster) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
-	return h.c.Eval(ctx, script, keys, args...)
-}
-func (h hiddenCluster) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	return h.c.EvalSha(ctx, sha1, keys, args...)
+func (h hiddenCluster) Process(ctx context.Context, cmd redis.Cmder) error {
+	return h.c.Process(ctx, cmd)
 }
 func (h hiddenCluster) ScriptLoad(ctx context.Context, script string) *redis.StringCmd {
 	return h.c.ScriptLoad(ctx, script)

@@ -143,15 +143,16 @@ func New(c Client, opts ...Option) (*Store, error) {
 	s.sharded.Store(isSharded(c))
 	s.channel = s.prefix + ":released"
 	s.hub = notify.New(s.listen)
-	s.decide = newScript(decideSrc)
-	s.batch = newScript(batchSrc)
+	// A decision must not run twice; releases, extensions and undos may.
+	s.decide = newScript(decideSrc, true)
+	s.batch = newScript(batchSrc, true)
 	if s.general {
-		s.decide = newScript(withoutFastPath(decideSrc))
-		s.batch = newScript(withoutFastPath(batchSrc))
+		s.decide = newScript(withoutFastPath(decideSrc), true)
+		s.batch = newScript(withoutFastPath(batchSrc), true)
 	}
-	s.release = newScript(releaseSrc)
-	s.extend = newScript(extendSrc)
-	s.undo = newScript(undoSrc)
+	s.release = newScript(releaseSrc, false)
+	s.extend = newScript(extendSrc, false)
+	s.undo = newScript(undoSrc, false)
 	s.queue = make(chan *call, 4*s.maxBatch)
 	s.wg.Add(s.workers)
 	for range s.workers {

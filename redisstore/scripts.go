@@ -44,12 +44,13 @@ func (s *Store) clockArgs() (string, string) {
 type script struct {
 	src    string
 	sha    string
+	once   bool // never resent by go-redis: see scriptCmd
 	loaded atomic.Bool
 	mu     sync.Mutex
 }
 
-func newScript(src string) script {
-	return script{src: src, sha: redis.NewScript(src).Hash()}
+func newScript(src string, once bool) script {
+	return script{src: src, sha: redis.NewScript(src).Hash(), once: once}
 }
 
 func (sc *script) load(ctx context.Context, c Client) error {
@@ -72,11 +73,53 @@ func (sc *script) run(ctx context.Context, c Client, keys []string, args []any) 
 	if err := sc.load(ctx, c); err != nil {
 		return nil, err
 	}
-	v, err := c.EvalSha(ctx, sc.sha, keys, args...).Result()
+	cmd := sc.cmd(ctx, false, keys, args)
+	_ = c.Process(ctx, cmd)
+	v, err := result(cmd)
 	if isNoScript(err) {
-		v, err = c.Eval(ctx, sc.src, keys, args...).Result()
+		cmd = sc.cmd(ctx, true, keys, args)
+		_ = c.Process(ctx, cmd)
+		v, err = result(cmd)
 	}
 	return v, err
+}
+
+// cmd returns the EVALSHA (or, with source, EVAL) command of a call.
+func (sc *script) cmd(ctx context.Context, source bool, keys []string, args []any) redis.Cmder {
+	a := make([]any, 3, 3+len(keys)+len(args))
+	a[0], a[1], a[2] = "evalsha", sc.sha, len(keys)
+	if source {
+		a[0], a[1] = "eval", sc.src
+	}
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	a = append(a, args...)
+	cmd := redis.NewCmd(ctx, a...)
+	if sc.once {
+		return onceCmd{cmd}
+	}
+	return cmd
+}
+
+// onceCmd is a command that go-redis must not send again: it retries a
+// command whose reply came late (a read timeout) or was lost, which would
+// run a decision twice. Only a command that never reached the server is
+// sent again.
+type onceCmd struct{ *redis.Cmd }
+
+// NoRetry tells go-redis not to retry the command.
+func (onceCmd) NoRetry() bool { return true }
+
+// result returns the reply and error of a command made by script.cmd.
+func result(cmd redis.Cmder) (any, error) {
+	switch c := cmd.(type) {
+	case onceCmd:
+		return c.Result()
+	case *redis.Cmd:
+		return c.Result()
+	}
+	return nil, cmd.Err()
 }
 
 func isNoScript(err error) bool {
