@@ -96,6 +96,20 @@ func TestConformanceUnbatched(t *testing.T) {
 	})
 }
 
+// TestConformanceGeneralPaths runs the suite with the single-bucket
+// shortcuts turned off, so that the general script's bucket is held to the
+// reference model too.
+func TestConformanceGeneralPaths(t *testing.T) {
+	c := client(t)
+	storetest.Run(t, storetest.Options{
+		New: func(t *testing.T) driver.Store { return store(t, c, redisstore.WithGeneralPaths()) },
+		NewWithClock: func(t *testing.T, now func() time.Time) driver.Store {
+			return store(t, c, redisstore.WithGeneralPaths(), redisstore.WithClock(now))
+		},
+		Resolution: time.Microsecond,
+	})
+}
+
 func TestConformanceCluster(t *testing.T) {
 	c := clusterClient(t)
 	storetest.Run(t, storetest.Options{
