@@ -633,3 +633,40 @@ func TestDecisionNotResentByClient(t *testing.T) {
 		})
 	}
 }
+
+// Every identifier is a distinct key that Redis holds in a few hundred
+// bytes: NUL, invalid UTF-8, braces, separators, newlines, SQL, empty, and
+// a megabyte.
+func TestHostileIdentifiers(t *testing.T) {
+	c := client(t)
+	prefix := randomPrefix(t)
+	s := store(t, c, redisstore.WithKeyPrefix(prefix))
+	r := registryOn(t, s, map[string]ratesync.Rule{"login": {Algorithm: ratesync.SlidingWindow, Limit: 1, Window: time.Hour}})
+	mega := strings.Repeat("x", 1<<20)
+	ids := []string{"", "\x00", "a\x00b", "\xff\xfe\xfd", "{", "}", "{x}", "}x{", ":", "a:b", "%", "%7D", "%3A",
+		"\n", "line\nnext", "'; DROP TABLE rate_limits; --", mega, mega + "y", strings.Repeat("é", 200), strings.Repeat("é", 200) + "!"}
+	for round, want := range []bool{true, false} {
+		for _, id := range ids {
+			l, err := r.GetOrClone("login", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := l.Try(bg)
+			if err != nil || d.Allowed != want {
+				t.Fatalf("round %d, id %.40q (%d bytes): allowed=%v err=%v, want allowed=%v (a distinct key, decided)", round, id, len(id), d.Allowed, err, want)
+			}
+		}
+	}
+	keys, err := c.Keys(bg, prefix+":*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != len(ids) {
+		t.Fatalf("%d keys for %d identifiers", len(keys), len(ids))
+	}
+	for _, k := range keys {
+		if len(k) > 512 {
+			t.Errorf("a key of %d bytes (%.60q...)", len(k), k)
+		}
+	}
+}

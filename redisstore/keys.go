@@ -1,6 +1,8 @@
 package redisstore
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,8 +12,8 @@ import (
 
 // Key layout (docs/redis.md, "Key layout"): the state of one policy of a
 // limiter key is prefix:{T}:kind, or prefix:{@G}:E:kind for a rule in a
-// co-location group G, where E is the limiter key encoded (driver.Key
-// Encoded) and T is E with every '}' written %7D. Redis Cluster hashes the
+// co-location group G, where E is the limiter key encoded (keyText) and T
+// is E with every '}' written %7D. Redis Cluster hashes the
 // text between the first '{' and the next '}': T holds no '}', so no
 // identifier can shorten the tag (and put its keys in another chosen
 // slot), and '{' in an identifier changes nothing. The escape cannot make
@@ -32,9 +34,9 @@ func kindSuffix(kind driver.Kind) string {
 // key returns the Redis key of a limiter key's state of one policy kind.
 func (s *Store) key(k driver.Key, kind driver.Kind) string {
 	if g, ok := s.colocated[k.Name]; ok {
-		return s.prefix + ":{" + g + "}:" + k.Encoded() + kindSuffix(kind)
+		return s.prefix + ":{" + g + "}:" + keyText(k) + kindSuffix(kind)
 	}
-	return s.prefix + ":{" + tagText(k.Encoded()) + "}" + kindSuffix(kind)
+	return s.prefix + ":{" + tagText(keyText(k)) + "}" + kindSuffix(kind)
 }
 
 // tag returns what Redis Cluster hashes for the keys of k: keys with equal
@@ -46,7 +48,23 @@ func (s *Store) tag(k driver.Key) string {
 	if g, ok := s.colocated[k.Name]; ok {
 		return g
 	}
-	return tagText(k.Encoded())
+	return tagText(keyText(k))
+}
+
+// maxKeyText is the longest limiter key a Redis key holds as it is.
+const maxKeyText = 256
+
+// keyText returns the limiter key encoded (driver.Key Encoded), or, when
+// that is longer than maxKeyText, its first 192 bytes, '~' and the hex
+// SHA-256 of the whole: 257 bytes, so no key kept as it is can equal it,
+// and the state of an identifier of any length takes a few hundred bytes.
+func keyText(k driver.Key) string {
+	e := k.Encoded()
+	if len(e) <= maxKeyText {
+		return e
+	}
+	sum := sha256.Sum256([]byte(e))
+	return e[:192] + "~" + hex.EncodeToString(sum[:])
 }
 
 // tagText returns s with every '}' written %7D.
