@@ -13,12 +13,12 @@ import (
 // Key layout (docs/redis.md, "Key layout"): the state of one policy of a
 // limiter key is prefix:{T}:kind, or prefix:{@G}:E:kind for a rule in a
 // co-location group G, where E is the limiter key encoded (keyText) and T
-// is E with every '}' written %7D. Redis Cluster hashes the
-// text between the first '{' and the next '}': T holds no '}', so no
-// identifier can shorten the tag (and put its keys in another chosen
-// slot), and '{' in an identifier changes nothing. The escape cannot make
-// two keys alike: in an encoded key every '%' starts %25 or %3A (driver.Key
-// says its parts are escaped), never %7D.
+// is E with every '}' written %7D. Redis Cluster hashes the text between
+// the first '{' and the next '}': T holds no '}', so no identifier can
+// shorten the tag (and put its keys in another chosen slot), and '{' in an
+// identifier changes nothing. The escape cannot make two keys alike: in an
+// encoded key every '%' starts %25 or %3A (driver.Key says its parts are
+// escaped), never %7D.
 
 // kindSuffix returns the key suffix of a policy kind.
 func kindSuffix(kind driver.Kind) string {
