@@ -33,8 +33,10 @@ func kindSuffix(kind driver.Kind) string {
 
 // key returns the Redis key of a limiter key's state of one policy kind.
 func (s *Store) key(k driver.Key, kind driver.Kind) string {
-	if g, ok := s.colocated[k.Name]; ok {
-		return s.prefix + ":{" + g + "}:" + keyText(k) + kindSuffix(kind)
+	if len(s.colocated) > 0 {
+		if g, ok := s.colocated[k.Name]; ok {
+			return s.prefix + ":{" + g + "}:" + keyText(k) + kindSuffix(kind)
+		}
 	}
 	return s.prefix + ":{" + tagText(keyText(k)) + "}" + kindSuffix(kind)
 }
@@ -45,8 +47,10 @@ func (s *Store) tag(k driver.Key) string {
 	if s.prefixTag {
 		return "" // the prefix's own hash tag puts every key in one slot
 	}
-	if g, ok := s.colocated[k.Name]; ok {
-		return g
+	if len(s.colocated) > 0 {
+		if g, ok := s.colocated[k.Name]; ok {
+			return g
+		}
 	}
 	return tagText(keyText(k))
 }
