@@ -1,9 +1,15 @@
 package redisstore_test
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +17,8 @@ import (
 
 	"github.com/rate-sync/ratesync-go"
 	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/rate-sync/ratesync-go/internal/policy"
+	"github.com/rate-sync/ratesync-go/internal/testenv"
 	"github.com/rate-sync/ratesync-go/redisstore"
 	"github.com/rate-sync/ratesync-go/storetest"
 )
@@ -195,8 +203,9 @@ func TestKeyTTLs(t *testing.T) {
 	}
 }
 
-// Window members are unique even for admissions in the same microsecond.
-func TestWindowMembersUniqueInOneMicrosecond(t *testing.T) {
+// A window admission is one member whatever its cost, and admissions in
+// the same microsecond are distinct members.
+func TestWindowOneMemberPerAdmission(t *testing.T) {
 	c := client(t)
 	frozen := time.Unix(1_800_000_000, 123_456_000)
 	s := store(t, c, redisstore.WithClock(func() time.Time { return frozen }))
@@ -211,8 +220,66 @@ func TestWindowMembersUniqueInOneMicrosecond(t *testing.T) {
 	if ok, _ := s.Decide(bg, []driver.Check{ch}, res); ok {
 		t.Fatal("11th and 12th units admitted")
 	}
-	if n := c.ZCard(bg, redisstore.KeyOf(s, ch.Key, driver.SlidingWindow)).Val(); n != 10 {
-		t.Fatalf("window holds %d members, want 10", n)
+	if n := c.ZCard(bg, redisstore.KeyOf(s, ch.Key, driver.SlidingWindow)).Val(); n != 5 {
+		t.Fatalf("window holds %d members, want 5 (one per admission)", n)
+	}
+}
+
+// An admission of cost 1e6 on a window of 1e6 per minute takes one
+// member and about the time of any decision; the next unit is denied
+// until the admission leaves the window.
+func TestWindowCostMillion(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	ch := driver.Check{Key: driver.Key{Name: "million"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 1_000_000, Window: time.Minute}, Cost: 1_000_000}
+	res := make([]driver.Result, 1)
+	start := time.Now()
+	ok, err := s.Decide(bg, []driver.Check{ch}, res)
+	took := time.Since(start)
+	if err != nil || !ok || res[0].Remaining != 0 {
+		t.Fatalf("cost 1e6: ok=%v err=%v %+v", ok, err, res[0])
+	}
+	key := redisstore.KeyOf(s, ch.Key, driver.SlidingWindow)
+	members := c.ZCard(bg, key).Val()
+	mem := c.MemoryUsage(bg, key).Val()
+	t.Logf("cost 1e6: %v, %d member(s), %d bytes", took, members, mem)
+	if members != 1 || mem > 1024 {
+		t.Fatalf("cost 1e6 stored %d members in %d bytes, want one member in under 1 KB", members, mem)
+	}
+	ch.Cost = 1
+	if ok, _ := s.Decide(bg, []driver.Check{ch}, res); ok || res[0].RetryAfter < 59*time.Second || res[0].RetryAfter > time.Minute {
+		t.Fatalf("the next unit: ok=%v %+v, want denied for about a minute", ok, res[0])
+	}
+}
+
+// Windows of admissions of many sizes answer as the reference model,
+// including the retry time of a denial that needs many admissions to leave
+// (the binary search over the members' running counts).
+func TestWindowModelManySizes(t *testing.T) {
+	c := client(t)
+	clk := storetest.NewClock()
+	s := store(t, c, redisstore.WithClock(clk.Now))
+	start := clk.Now()
+	p := driver.Policy{Kind: driver.SlidingWindow, Limit: 1000, Window: 10 * time.Second}
+	rnd := rand.New(rand.NewPCG(5, 5))
+	var log policy.Log
+	res := make([]driver.Result, 1)
+	for i := range 3000 {
+		clk.Advance(time.Duration(rnd.Int64N(int64(20*time.Millisecond))) / time.Microsecond * time.Microsecond)
+		cost := 1 + rnd.IntN(40)
+		if rnd.IntN(50) == 0 {
+			cost = 1 + rnd.IntN(p.Limit) // a large one, usually denied
+		}
+		now := int64(clk.Now().Sub(start))
+		want := log.Take(now, int64(p.Window), p.Limit, cost, true)
+		if _, err := s.Decide(bg, []driver.Check{{Key: driver.Key{Name: "sizes"}, Policy: p, Cost: cost}}, res); err != nil {
+			t.Fatal(err)
+		}
+		got := res[0]
+		if got.Allowed != want.Allowed || got.Remaining != want.Remaining ||
+			got.RetryAfter != time.Duration(want.RetryAfter) || got.ResetAfter != time.Duration(want.ResetAfter) {
+			t.Fatalf("step %d (cost %d): got %+v, want %+v", i, cost, got, want)
+		}
 	}
 }
 
@@ -332,6 +399,274 @@ func TestBatchedAnswersReachTheirCallers(t *testing.T) {
 	for rem := range burst {
 		if seen[rem] != 1 {
 			t.Fatalf("remaining %d seen %d times, want once", rem, seen[rem])
+		}
+	}
+}
+
+// The store's errors say their class: a key of the wrong type is this
+// request's problem (driver.ErrBadRequest), a server that cannot be
+// reached is unavailability (driver.ErrUnavailable).
+func TestErrorClassesThroughDecide(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	k := driver.Key{Name: "wrongtype"}
+	if err := c.HSet(bg, redisstore.KeyOf(s, k, driver.TokenBucket), "f", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	res := make([]driver.Result, 1)
+	_, err := s.Decide(bg, []driver.Check{{Key: k, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 1}, Cost: 1}}, res)
+	if !errors.Is(err, driver.ErrBadRequest) || driver.IsUnavailable(err) {
+		t.Fatalf("decision on a key of the wrong type: %v, want a driver.ErrBadRequest", err)
+	}
+
+	down := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(freePort(t)), MaxRetries: -1})
+	defer down.Close()
+	ds, err := redisstore.New(down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ds.Close()
+	_, err = ds.Decide(bg, []driver.Check{{Key: k, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 1}, Cost: 1}}, res)
+	if !driver.IsUnavailable(err) {
+		t.Fatalf("decision with no server: %v, want a driver.ErrUnavailable", err)
+	}
+	if err := ds.Ping(bg); !driver.IsUnavailable(err) {
+		t.Fatalf("Ping with no server: %v, want a driver.ErrUnavailable", err)
+	}
+}
+
+// A batch in which one decision fails (its key holds another type) answers
+// every other decision exactly once: the failing decision fails alone, and
+// nothing the batch already applied is applied again.
+func TestBatchWithOneFailingDecision(t *testing.T) {
+	c := client(t)
+	s := store(t, c)
+	bucket := driver.Policy{Kind: driver.TokenBucket, Rate: 0.001, Burst: 2}
+	window := driver.Policy{Kind: driver.SlidingWindow, Limit: 2, Window: time.Hour}
+	const n, bad = 400, 200
+	decisions := make([][]driver.Check, n)
+	for i := range decisions {
+		p := window
+		if i%4 == 0 {
+			p = bucket // the batch's compact form
+		}
+		decisions[i] = []driver.Check{{Key: driver.Key{Name: "batch", ID: strconv.Itoa(i)}, Policy: p, Cost: 1}}
+	}
+	badKey := redisstore.KeyOf(s, decisions[bad][0].Key, driver.TokenBucket)
+	if err := c.HSet(bg, badKey, "f", "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	oks, results, errs := redisstore.DecideBatch(s, decisions)
+	for i := range decisions {
+		if i == bad {
+			if !errors.Is(errs[i], driver.ErrBadRequest) {
+				t.Errorf("decision %d on a key of the wrong type: %v, want a driver.ErrBadRequest", i, errs[i])
+			}
+			continue
+		}
+		if errs[i] != nil || !oks[i] || results[i][0].Remaining != 1 {
+			t.Errorf("decision %d, the first on its key: ok=%v err=%v %+v, want allowed with 1 remaining", i, oks[i], errs[i], results[i][0])
+		}
+	}
+	// Every key was consumed exactly once.
+	res := make([]driver.Result, 1)
+	twice := 0
+	for i, checks := range decisions {
+		if i == bad {
+			continue
+		}
+		if err := s.Peek(bg, checks, res); err != nil {
+			t.Fatal(err)
+		}
+		if res[0].Remaining != 1 {
+			twice++
+		}
+	}
+	if twice > 0 {
+		t.Fatalf("%d of %d keys consumed more than once", twice, n-1)
+	}
+}
+
+// The colocate option of a configured store takes groups of rule names.
+func TestColocateOption(t *testing.T) {
+	url := testenv.RedisURL(t)
+	for _, tt := range []struct {
+		name    string
+		value   any
+		wantErr string
+	}{
+		{"from TOML", []any{[]any{"login_ip", "login_account"}, []any{"a", "b", "c"}}, ""},
+		{"from code", [][]string{{"login_ip", "login_account"}}, ""},
+		{"flat list", []any{"login_ip", "login_account"}, "item 1: want a list of groups"},
+		{"not a list", "login_ip", "want a list of groups"},
+		{"one rule", []any{[]any{"login_ip"}}, "group 1: name at least two rules"},
+		{"not a name", []any{[]any{"login_ip", 3}}, "group 1: want rule names"},
+		{"rule in two groups", []any{[]any{"a", "b"}, []any{"b", "c"}}, `rule "b" is in two groups`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ratesync.NewRegistry()
+			defer r.Close()
+			err := r.ConfigureStore("s", "redis", map[string]any{"url": url, "colocate": tt.value})
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "colocate") {
+				t.Fatalf("got %v, want an error about colocate saying %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// delayingProxy forwards connections to upstream and holds the first
+// reply that starts with prefix for delay.
+func delayingProxy(t *testing.T, upstream, prefix string, delay time.Duration) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held atomic.Bool
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, up)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(up, c); up.Close() }()
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := up.Read(buf)
+					if err != nil {
+						return
+					}
+					if strings.HasPrefix(string(buf[:n]), prefix) && held.CompareAndSwap(false, true) {
+						time.Sleep(delay)
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// A decision is never applied twice by the client's retries: go-redis
+// retries a command whose reply came late (a read timeout) or was lost,
+// which would run the script again; the store sends decisions as commands
+// that go-redis does not retry. Checked on a store opened from
+// configuration and on one given a client with go-redis's default retries.
+func TestDecisionNotResentByClient(t *testing.T) {
+	o, err := redis.ParseURL(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client(t)
+	p := driver.Policy{Kind: driver.SlidingWindow, Limit: 10, Window: time.Hour}
+	for _, configured := range []bool{true, false} {
+		t.Run(map[bool]string{true: "configured", false: "caller's client"}[configured], func(t *testing.T) {
+			// Hold the first reply of an admitted one-check decision past
+			// the socket timeout.
+			proxy := delayingProxy(t, o.Addr, "*5\r\n:1\r\n", 300*time.Millisecond)
+			prefix := randomPrefix(t)
+			s := store(t, c, redisstore.WithKeyPrefix(prefix)) // reads the key, deletes it at the end
+			var decide func() (bool, error)
+			if configured {
+				r := ratesync.NewRegistry()
+				t.Cleanup(func() { r.Close() })
+				url := fmt.Sprintf("redis://%s/%d", proxy, o.DB)
+				if err := r.ConfigureStore("proxied", "redis", map[string]any{"url": url, "key_prefix": prefix, "socket_timeout": 0.1}); err != nil {
+					t.Fatal(err)
+				}
+				if err := r.ConfigureLimiter("w", ratesync.Rule{Store: "proxied", Algorithm: ratesync.SlidingWindow, Limit: 10, Window: time.Hour, OnStoreError: ratesync.Deny}); err != nil {
+					t.Fatal(err)
+				}
+				l, _ := r.Limiter("w")
+				decide = func() (bool, error) { d, err := l.Try(bg); return d.Allowed, err }
+			} else {
+				pc := redis.NewClient(&redis.Options{Addr: proxy, DB: o.DB, ReadTimeout: 100 * time.Millisecond})
+				t.Cleanup(func() { pc.Close() })
+				ps := store(t, pc, redisstore.WithKeyPrefix(prefix))
+				decide = func() (bool, error) {
+					return ps.Decide(bg, []driver.Check{{Key: driver.Key{Name: "w"}, Policy: p, Cost: 1}}, make([]driver.Result, 1))
+				}
+			}
+			ok, err := decide()
+			t.Logf("decision with its reply held 300 ms past a 100 ms read timeout: %v, %v", ok, err)
+			res := make([]driver.Result, 1)
+			if err := s.Peek(bg, []driver.Check{{Key: driver.Key{Name: "w"}, Policy: p, Cost: 1}}, res); err != nil {
+				t.Fatal(err)
+			}
+			if used := 10 - res[0].Remaining; used != 1 {
+				t.Fatalf("one decision used %d units: its script ran %d times", used, used)
+			}
+		})
+	}
+}
+
+// Every identifier is a distinct key that Redis holds in a few hundred
+// bytes: NUL, invalid UTF-8, braces, separators, newlines, SQL, empty, and
+// a megabyte.
+func TestHostileIdentifiers(t *testing.T) {
+	c := client(t)
+	prefix := randomPrefix(t)
+	s := store(t, c, redisstore.WithKeyPrefix(prefix))
+	r := registryOn(t, s, map[string]ratesync.Rule{"login": {Algorithm: ratesync.SlidingWindow, Limit: 1, Window: time.Hour}})
+	mega := strings.Repeat("x", 1<<20)
+	ids := []string{"", "\x00", "a\x00b", "\xff\xfe\xfd", "{", "}", "{x}", "}x{", ":", "a:b", "%", "%7D", "%3A",
+		"\n", "line\nnext", "'; DROP TABLE rate_limits; --", mega, mega + "y", strings.Repeat("é", 200), strings.Repeat("é", 200) + "!"}
+	for round, want := range []bool{true, false} {
+		for _, id := range ids {
+			l, err := r.GetOrClone("login", id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := l.Try(bg)
+			if err != nil || d.Allowed != want {
+				t.Fatalf("round %d, id %.40q (%d bytes): allowed=%v err=%v, want allowed=%v (a distinct key, decided)", round, id, len(id), d.Allowed, err, want)
+			}
+		}
+	}
+	keys, err := c.Keys(bg, prefix+":*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != len(ids) {
+		t.Fatalf("%d keys for %d identifiers", len(keys), len(ids))
+	}
+	for _, k := range keys {
+		if len(k) > 512 {
+			t.Errorf("a key of %d bytes (%.60q...)", len(k), k)
 		}
 	}
 }

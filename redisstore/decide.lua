@@ -1,9 +1,10 @@
 -- ratesync decide: apply every check of one decision, or none.
 --
 -- KEYS[i]  the Redis key of check i (all keys of one decision share a slot)
--- ARGV[1]  "1" to consume, "0" to peek
+-- ARGV[1]  "1" to consume, "0" to peek, "2" to consume and tell how to
+--          undo it (the two-phase path: see undo.lua)
 -- ARGV[2]  a token unique to this decision: the lease id of concurrency
---          checks and the prefix of sliding-window members
+--          checks
 -- ARGV[3]  "" to read the server clock (TIME); tests pass seconds here and
 -- ARGV[4]  microseconds
 -- ARGV[5..] four values per check: kind (1 bucket, 2 window, 3 leases),
@@ -11,13 +12,26 @@
 --          (window ns, limit) or (lease ttl ns, max concurrent)
 --
 -- Returns {all allowed, then per check: allowed, remaining, retry ns,
--- reset ns}; retry -1 means never (cost above capacity).
+-- reset ns}; retry -1 means never (cost above capacity). With ARGV[1] "2"
+-- and all allowed, one more value per check follows: what the decision
+-- wrote to its key (the bucket's new value, the window's new member; ""
+-- for leases, which undo finds by the token).
 --
 -- Times: window and lease scores are microseconds since the epoch (exact
 -- in a double); a bucket's theoretical arrival time is stored as a decimal
 -- string of nanoseconds and only differences to now, which are small, are
 -- computed, so the arithmetic stays exact.
-local consume = ARGV[1] == '1'
+--
+-- A sliding window is a sorted set with one member per admission, whatever
+-- its cost: "<cum>:<n>", where n is the units admitted and cum, 16 digits,
+-- the units admitted on the key up to and including this admission, scored
+-- by the admission time. The units in the window are then cum(newest) -
+-- cum(oldest) + n(oldest), and the time of the j-th oldest unit is found by
+-- a binary search on cum: no operation depends on the cost. Scores never
+-- go below the newest one, so rank order is cum order even if the server's
+-- clock steps back.
+local consume = ARGV[1] ~= '0'
+local report = ARGV[1] == '2'
 local token = ARGV[2]
 local now_s, now_us
 -- ttl_floor: keys expire on the server's real clock, so under a test clock
@@ -36,7 +50,7 @@ local now_u = now_s * 1000000 + now_us
 -- Fast path: one token-bucket check, the most common decision, without
 -- the general machinery below (same answers, about half the server time).
 -- bucket is defined in bucket.lua, which the store puts before this file.
-if #KEYS == 1 and ARGV[5] == '1' then
+if #KEYS == 1 and ARGV[5] == '1' and not report then
   return {bucket(KEYS[1], consume, now_s, now_ns, ttl_floor, tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))}
 end
 
@@ -70,8 +84,15 @@ local function load(i, kind, a)
     s.d0 = s.d
   elseif kind == 2 then
     redis.call('ZREMRANGEBYSCORE', k, '-inf', now_u - ceil_div(a, 1000))
-    s.n = redis.call('ZCARD', k)
-    s.add = 0
+    s.n, s.cum, s.add = 0, 0, 0
+    local first = redis.call('ZRANGE', k, 0, 0)
+    if #first > 0 then
+      local last = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')
+      s.cum = tonumber(string.sub(last[1], 1, 16))
+      s.base = tonumber(string.sub(first[1], 1, 16)) - tonumber(string.sub(first[1], 18))
+      s.n = s.cum - s.base
+      s.newest = tonumber(last[2])
+    end
   else
     redis.call('ZREMRANGEBYSCORE', k, '-inf', now_u)
     s.n = redis.call('ZCARD', k)
@@ -86,9 +107,23 @@ local function load(i, kind, a)
   return s
 end
 
--- score returns the score of the j-th oldest member (0-based) of key k.
-local function score(k, j)
-  return tonumber(redis.call('ZRANGE', k, j, j, 'WITHSCORES')[2])
+-- unit_time returns the admission time of the j-th oldest unit (1-based,
+-- j <= s.n) in window k: the score of the oldest member whose cum reaches
+-- s.base + j, found by a binary search on rank.
+local function unit_time(k, s, j)
+  local target = s.base + j
+  local m = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+  if tonumber(string.sub(m[1], 1, 16)) >= target then return tonumber(m[2]) end
+  local lo, hi = 1, redis.call('ZCARD', k) - 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if tonumber(string.sub(redis.call('ZRANGE', k, mid, mid)[1], 1, 16)) >= target then
+      hi = mid
+    else
+      lo = mid + 1
+    end
+  end
+  return tonumber(redis.call('ZRANGE', k, lo, lo, 'WITHSCORES')[2])
 end
 
 -- check answers check i against s; with take, a passing check is applied
@@ -112,20 +147,20 @@ local function check(i, s, take)
     s.dirty = true
     return 1, avail(nd), 0, nd
   elseif kind == 2 then
-    local k = KEYS[i]
     local count = s.n + s.add
     local remaining = math.max(b - count, 0)
     local reset = 0
     if s.add > 0 then
       reset = a
     elseif count > 0 then
-      reset = (score(k, count - 1) - now_u) * 1000 + a
+      reset = (s.newest - now_u) * 1000 + a
     end
     if cost > b then return 0, remaining, -1, reset end
     if count + cost > b then
-      local j = count + cost - b - 1
+      -- The (count + cost - b)-th oldest unit must leave the window.
+      local j = count + cost - b
       local at = now_u
-      if j < s.n then at = score(k, j) end
+      if j <= s.n then at = unit_time(KEYS[i], s, j) end
       return 0, remaining, (at - now_u) * 1000 + a, reset
     end
     if not take then return 1, remaining, 0, reset end
@@ -177,6 +212,7 @@ for i = 1, n do
 end
 
 if consume and allowed then
+  local wrote = {}
   for i = 1, n do
     local k = KEYS[i]
     local s = state[k]
@@ -184,12 +220,14 @@ if consume and allowed then
       s.dirty = false
       local kind = kind_of(i)
       if kind == 1 then
-        redis.call('SET', k, tat_string(s.d), 'PX', math.max(ceil_div(s.d, 1000000), ttl_floor))
+        wrote[k] = tat_string(s.d)
+        redis.call('SET', k, wrote[k], 'PX', math.max(ceil_div(s.d, 1000000), ttl_floor))
       elseif kind == 2 then
-        for j = 1, s.add do
-          redis.call('ZADD', k, now_u, token .. ':' .. j)
-        end
-        redis.call('PEXPIRE', k, math.max(ceil_div(a_of(i), 1000000), ttl_floor))
+        local at = now_u
+        if s.newest and s.newest > at then at = s.newest end
+        wrote[k] = string.format('%016d:%d', s.cum + s.add, s.add)
+        redis.call('ZADD', k, at, wrote[k])
+        redis.call('PEXPIRE', k, math.max(ceil_div(a_of(i) + (at - now_u) * 1000, 1000000), ttl_floor))
       else
         for j = 1, #s.adds do
           redis.call('ZADD', k, s.adds[j], token)
@@ -197,6 +235,9 @@ if consume and allowed then
         redis.call('PEXPIRE', k, math.max(ceil_div((s.last - now_u) * 1000, 1000000), ttl_floor))
       end
     end
+  end
+  if report then
+    for i = 1, n do out[#out + 1] = wrote[KEYS[i]] or '' end
   end
   return out
 end

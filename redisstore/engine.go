@@ -69,6 +69,10 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	groups, err := colocateGroups(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Has("timing_margin_ms") {
 		return nil, cfg.Errorf("timing_margin_ms", "not supported: ratesync-go decides on the server's clock with exact timing; remove the key")
 	}
@@ -135,7 +139,11 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 			ReadTimeout: readTimeout, WriteTimeout: readTimeout, DialTimeout: dialTimeout,
 		})
 	}
-	s, err := New(c, WithKeyPrefix(prefix), WithBatching(batchWorkers, batchSize))
+	opts := []Option{WithKeyPrefix(prefix), WithBatching(batchWorkers, batchSize)}
+	for _, g := range groups {
+		opts = append(opts, WithColocation(g...))
+	}
+	s, err := New(c, opts...)
 	if err != nil {
 		if cl, ok := c.(interface{ Close() error }); ok {
 			cl.Close()
@@ -144,4 +152,48 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 	}
 	s.owned = true
 	return s, nil
+}
+
+// colocateGroups reads the colocate option: a list of groups, each a list
+// of rule names, such as [["login_ip", "login_account"]] (WithColocation).
+func colocateGroups(cfg *ratesync.StoreConfig) ([][]string, error) {
+	if !cfg.Has("colocate") {
+		return nil, nil
+	}
+	const want = `a list of groups of rule names, such as [["login_ip", "login_account"]]`
+	var groups [][]string
+	switch v := cfg.Options["colocate"].(type) {
+	case [][]string:
+		groups = v
+	case []any:
+		for i, item := range v {
+			var g []string
+			switch item := item.(type) {
+			case []string:
+				g = item
+			case []any:
+				for _, name := range item {
+					str, ok := name.(string)
+					if !ok {
+						return nil, cfg.Errorf("colocate", "group %d: want rule names (strings), got %T", i+1, name)
+					}
+					g = append(g, str)
+				}
+			default:
+				return nil, cfg.Errorf("colocate", "item %d: want %s", i+1, want)
+			}
+			groups = append(groups, g)
+		}
+	default:
+		return nil, cfg.Errorf("colocate", "want %s", want)
+	}
+	for i, g := range groups {
+		if len(g) < 2 {
+			return nil, cfg.Errorf("colocate", "group %d: name at least two rules", i+1)
+		}
+	}
+	if _, err := colocation(groups); err != nil {
+		return nil, cfg.Errorf("colocate", "%s", strings.TrimPrefix(err.Error(), "ratesync/redisstore: WithColocation: "))
+	}
+	return groups, nil
 }

@@ -18,7 +18,7 @@ import (
 
 // startRedis starts a redis-server of the test's own on a free loopback
 // port and returns its port and a function that kills it (SIGKILL).
-func startRedis(t *testing.T, port int) func() {
+func startRedis(t testing.TB, port int) func() {
 	t.Helper()
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	if err := cmd.Start(); err != nil {
@@ -51,7 +51,7 @@ func startRedis(t *testing.T, port int) func() {
 	return kill
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -52,20 +52,28 @@ func randomPrefix(t testing.TB) string {
 	return "rstest-" + hex.EncodeToString(b[:])
 }
 
-// store returns a store on c under a random prefix; its keys are deleted
-// and the store closed when the test ends.
+// store returns a store on c under a random prefix (or the prefix that
+// opts set); the store is closed and its keys are deleted when the test
+// ends, even if the test (or storetest) closed it before.
 func store(t testing.TB, c redisstore.Client, opts ...redisstore.Option) *redisstore.Store {
 	t.Helper()
-	opts = append([]redisstore.Option{redisstore.WithKeyPrefix(randomPrefix(t))}, opts...)
+	prefix := randomPrefix(t)
+	opts = append([]redisstore.Option{redisstore.WithKeyPrefix(prefix)}, opts...)
+	opts = append(opts, redisstore.RecordPrefix(&prefix))
 	s, err := redisstore.New(c, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := s.ResetAll(bg); err != nil && err != redisstore.ErrClosed {
+		s.Close()
+		cleanup, err := redisstore.New(c, redisstore.WithKeyPrefix(prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cleanup.Close()
+		if err := cleanup.ResetAll(bg); err != nil {
 			t.Errorf("ResetAll: %v", err)
 		}
-		s.Close()
 	})
 	return s
 }
@@ -85,6 +93,20 @@ func TestConformanceUnbatched(t *testing.T) {
 	c := client(t)
 	storetest.Run(t, storetest.Options{
 		New: func(t *testing.T) driver.Store { return store(t, c, redisstore.WithBatching(1, 1)) },
+	})
+}
+
+// TestConformanceGeneralPaths runs the suite with the single-bucket
+// shortcuts turned off, so that the general script's bucket is held to the
+// reference model too.
+func TestConformanceGeneralPaths(t *testing.T) {
+	c := client(t)
+	storetest.Run(t, storetest.Options{
+		New: func(t *testing.T) driver.Store { return store(t, c, redisstore.WithGeneralPaths()) },
+		NewWithClock: func(t *testing.T, now func() time.Time) driver.Store {
+			return store(t, c, redisstore.WithGeneralPaths(), redisstore.WithClock(now))
+		},
+		Resolution: time.Microsecond,
 	})
 }
 

@@ -63,6 +63,7 @@ func Run(t *testing.T, o Options) {
 	t.Run("CompositeAllOrNothing", s.compositeAllOrNothing)
 	t.Run("ReleaseIdempotent", s.releaseIdempotent)
 	t.Run("ExpiredLeasesReclaimed", s.expiredLeasesReclaimed)
+	t.Run("Extend", s.extend)
 	t.Run("PeekConsumesNothing", s.peekConsumesNothing)
 	t.Run("Reset", s.reset)
 	t.Run("HammerExactlyLimit", s.hammerExactlyLimit)
