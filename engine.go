@@ -1,6 +1,7 @@
 package ratesync
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -58,8 +59,12 @@ func openMemory(cfg *StoreConfig) (driver.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if sweep <= 0 {
-		return nil, cfg.Errorf("sweep_interval_seconds", "must be > 0")
+	if err := driver.ValidateSweepInterval(sweep); err != nil {
+		var pe *driver.PolicyError
+		if errors.As(err, &pe) {
+			return nil, cfg.Errorf("sweep_interval_seconds", "%s", pe.Msg)
+		}
+		return nil, err
 	}
 	return memstore.New(memstore.WithSweepInterval(sweep)), nil
 }

@@ -155,6 +155,11 @@ func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
 	if !l.Held() {
 		return ErrLeaseLost
 	}
+	if ttl != 0 {
+		if err := driver.ValidateLeaseTTL(ttl); err != nil {
+			return err
+		}
+	}
 	for i := range l.refs {
 		r := &l.refs[i]
 		d := ttl

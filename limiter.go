@@ -146,8 +146,8 @@ func (l *Limiter) For(id string) *Limiter {
 }
 
 func (l *Limiter) checkCost(cost int) error {
-	if cost < 1 {
-		return fmt.Errorf("ratesync: limiter %q: cost must be >= 1, got %d", l.r.name, cost)
+	if err := driver.ValidateCost(cost); err != nil {
+		return fmt.Errorf("ratesync: limiter %q: %w", l.r.name, err)
 	}
 	if l.r.rateCap > 0 && cost > l.r.rateCap {
 		return fmt.Errorf("%w: limiter %q: cost %d, capacity %d", ErrCostTooHigh, l.r.name, cost, l.r.rateCap)
@@ -466,9 +466,19 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 	rs := l.r
 	key := l.skey()
 	var w *waiter
+	waiting := false // counted in the Waiting gauge
+	wait := func() {
+		if !waiting {
+			waiting = true
+			rs.m.waiting.Add(1)
+		}
+	}
 	defer func() {
 		if w != nil {
 			rs.reg.queues.leave(w)
+		}
+		if waiting {
+			rs.m.waiting.Add(-1)
 		}
 	}()
 	var timer *time.Timer
@@ -481,6 +491,7 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 	// already wait for this key's slots, join the queue behind them first.
 	if q := &rs.reg.queues; rs.hasConc && q.busy(rs.handle(), key) {
 		w = q.join(rs.handle(), key)
+		wait()
 		if !q.first(w) {
 			if err := l.waitTurn(ctx, w, &timer, start, deadline, hasDeadline); err != nil {
 				return nil, err
@@ -515,6 +526,7 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			if hasDeadline && wake.After(deadline) {
 				return nil, l.timedOut(a.d, start, time.Now(), a.rateRetry)
 			}
+			wait()
 			if err := sleepUntil(ctx, &timer, wake); err != nil {
 				return nil, l.gaveUp(a.d, start, err)
 			}
@@ -525,6 +537,7 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 		// release between the denial and the join is not missed.
 		if w == nil {
 			w = rs.reg.queues.join(rs.handle(), key)
+			wait()
 			continue
 		}
 		w.retryAfter = a.d.RetryAfter

@@ -466,7 +466,7 @@ func TestConcurrentRegistryUse(t *testing.T) {
 }
 
 func TestTryAllocatesNothing(t *testing.T) {
-	r := newRegistry(t, map[string]ratesync.Rule{"api": {RatePerSecond: 1e9, Burst: 1000}, "win": {Algorithm: ratesync.SlidingWindow, Limit: 1 << 20, Window: time.Millisecond}})
+	r := newRegistry(t, map[string]ratesync.Rule{"api": {RatePerSecond: 1e6, Burst: 1e9}, "win": {Algorithm: ratesync.SlidingWindow, Limit: 1 << 20, Window: time.Millisecond}})
 	l, _ := r.Limiter("api")
 	w, _ := r.Limiter("win")
 	l.For("warm").Try(ctx)

@@ -9,9 +9,10 @@ import (
 // limiters (GetOrClone, templates) count toward their rule, so the number of
 // series stays bounded by the number of rules.
 type Metrics struct {
-	Acquisitions      int64         // requests admitted (Try, Acquire, Do)
-	Denials           int64         // attempts denied (each Try, each denied retry of Acquire)
-	Timeouts          int64         // Acquire calls that gave up
+	Acquisitions      int64         // requests admitted (Try, Acquire, Do, composite checks)
+	Denials           int64         // requests denied without waiting (Try, composite checks that this rule denied)
+	Timeouts          int64         // Acquire calls that gave up waiting
+	Waiting           int64         // Acquire calls waiting now (for a slot or for the rate)
 	Errors            int64         // store errors (whatever the failure policy did)
 	Releases          int64         // leases released
 	TotalWait         time.Duration // time Acquire spent waiting, summed
@@ -29,7 +30,7 @@ func (m Metrics) AvgWait() time.Duration {
 }
 
 type metrics struct {
-	acquisitions, denials, timeouts, errors, releases atomic.Int64
+	acquisitions, denials, timeouts, errors, releases, waiting atomic.Int64
 	totalWait, maxWait                                atomic.Int64
 	current, peak                                     atomic.Int64
 }
@@ -67,6 +68,7 @@ func (m *metrics) snapshot() Metrics {
 		Acquisitions:      m.acquisitions.Load(),
 		Denials:           m.denials.Load(),
 		Timeouts:          m.timeouts.Load(),
+		Waiting:           m.waiting.Load(),
 		Errors:            m.errors.Load(),
 		Releases:          m.releases.Load(),
 		TotalWait:         time.Duration(m.totalWait.Load()),

@@ -1,6 +1,7 @@
 package ratesync
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -175,17 +176,8 @@ func (r Rule) normalize() (Rule, error) {
 		if r.RatePerSecond == 0 && r.Burst != 0 {
 			return r, ruleErr("burst", "burst needs rate_per_second")
 		}
-		if r.RatePerSecond > 1e9 {
-			return r, ruleErr("rate_per_second", "must be at most 1e9, got %v", r.RatePerSecond)
-		}
-		if r.RatePerSecond > 0 {
-			if r.Burst == 0 {
-				r.Burst = 1
-			}
-			// Keep burst*interval far inside int64 nanoseconds.
-			if float64(r.Burst)/r.RatePerSecond > 1e8 {
-				return r, ruleErr("rate_per_second", "rate %v with burst %d refills over more than 1e8 seconds; use a larger rate or a sliding window", r.RatePerSecond, r.Burst)
-			}
+		if r.RatePerSecond > 0 && r.Burst == 0 {
+			r.Burst = 1
 		}
 	case SlidingWindow:
 		if r.RatePerSecond != 0 || r.Burst != 0 {
@@ -206,7 +198,39 @@ func (r Rule) normalize() (Rule, error) {
 	if r.MaxConcurrent > 0 && r.LeaseTTL == 0 {
 		r.LeaseTTL = DefaultLeaseTTL
 	}
+	// The policies' ranges are the stores' (driver.Policy.Validate): one
+	// validation for the rule and for its Local fallback, whose limits are
+	// divided by fallback_replicas.
+	for _, p := range r.policies() {
+		if err := p.Validate(); err != nil {
+			return r, policyConfigErr(err, "")
+		}
+	}
+	if r.OnStoreError == Local {
+		for _, p := range r.fallbackPolicies() {
+			if err := p.Validate(); err != nil {
+				return r, policyConfigErr(err, "fallback_replicas")
+			}
+		}
+	}
 	return r, nil
+}
+
+// policyConfigErr turns a driver.PolicyError into a ConfigError naming the
+// rule's TOML key (or key, when given).
+func policyConfigErr(err error, key string) error {
+	var pe *driver.PolicyError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	msg := pe.Msg
+	if key == "" {
+		key = map[string]string{"Rate": "rate_per_second", "Burst": "burst", "Limit": "limit", "Window": "window_seconds",
+			"MaxConcurrent": "max_concurrent", "LeaseTTL": "lease_seconds"}[pe.Field]
+	} else {
+		msg = "the local fallback's " + pe.Kind.String() + " policy (the rule's limits divided by fallback_replicas): " + msg
+	}
+	return ruleErr(key, "%s", msg)
 }
 
 // Validate reports whether r is a valid rule. The error is a *ConfigError

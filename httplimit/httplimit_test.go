@@ -191,7 +191,7 @@ func TestWaitForSlot(t *testing.T) {
 	}
 	got := make(chan int)
 	go func() { got <- get(t, h, "192.0.2.9:1", nil).Code }()
-	for l.Metrics().Denials == 0 { // the request is waiting
+	for l.Metrics().Waiting == 0 { // the request is waiting
 		time.Sleep(time.Millisecond)
 	}
 	held.Release(context.Background())
