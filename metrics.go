@@ -31,8 +31,8 @@ func (m Metrics) AvgWait() time.Duration {
 
 type metrics struct {
 	acquisitions, denials, timeouts, errors, releases, waiting atomic.Int64
-	totalWait, maxWait                                atomic.Int64
-	current, peak                                     atomic.Int64
+	totalWait, maxWait                                         atomic.Int64
+	current, peak                                              atomic.Int64
 }
 
 func (m *metrics) admitted(wait time.Duration) {
