@@ -32,6 +32,7 @@ type Registry struct {
 	log      *slog.Logger
 	queues   waitQueues
 	closed   atomic.Bool
+	retiring map[*storeHandle]bool // replaced stores waiting for their leases
 
 	fbOnce sync.Once
 	fb     *storeHandle // in-memory store of the Local failure policy
@@ -212,12 +213,20 @@ func (r *Registry) putStore(h *storeHandle) error {
 // retire closes a replaced store once the leases it granted are released,
 // or after ttl (the longest lease TTL of its rules), when the rest have
 // expired: until then, its leases can still be released.
+// Registry.Close closes the stores still retiring.
 func (h *storeHandle) retire(ttl time.Duration) {
 	h.retired.Store(true)
 	if h.leases.Load() <= 0 {
 		h.close()
 		return
 	}
+	r := h.reg
+	r.mu.Lock()
+	if r.retiring == nil {
+		r.retiring = map[*storeHandle]bool{}
+	}
+	r.retiring[h] = true
+	r.mu.Unlock()
 	time.AfterFunc(ttl, func() { h.close() })
 }
 
@@ -240,6 +249,11 @@ func (r *Registry) subscribe(h *storeHandle) {
 // store, once.
 func (h *storeHandle) close() (err error) {
 	h.closeOnce.Do(func() {
+		if h.retired.Load() {
+			h.reg.mu.Lock()
+			delete(h.reg.retiring, h)
+			h.reg.mu.Unlock()
+		}
 		if h.unsub != nil {
 			h.unsub()
 		}
@@ -473,7 +487,10 @@ func (r *Registry) Close() error {
 		r.mu.Unlock()
 		return nil
 	}
-	stores := r.stores
+	stores := slices.Collect(maps.Values(r.stores))
+	for h := range r.retiring {
+		stores = append(stores, h)
+	}
 	r.mu.Unlock()
 	var errs []error
 	for _, h := range stores {

@@ -180,6 +180,9 @@ func (s *Store) decideChecks(ctx context.Context, checks []driver.Check, results
 	if err := s.check(ctx); err != nil {
 		return false, err
 	}
+	if err := validate(checks); err != nil {
+		return false, err
+	}
 	if len(checks) == 0 {
 		return true, nil
 	}
@@ -209,6 +212,9 @@ func (s *Store) Peek(ctx context.Context, checks []driver.Check, results []drive
 
 func (s *Store) peekChecks(ctx context.Context, checks []driver.Check, results []driver.Result) error {
 	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if err := validate(checks); err != nil {
 		return err
 	}
 	if len(checks) == 0 {
@@ -249,6 +255,9 @@ func (s *Store) Release(ctx context.Context, key driver.Key, lease string) error
 func (s *Store) Extend(ctx context.Context, key driver.Key, lease string, ttl time.Duration) (bool, error) {
 	if err := s.check(ctx); err != nil {
 		return false, err
+	}
+	if err := driver.ValidateLeaseTTL(ttl); err != nil {
+		return false, driver.BadRequest(err)
 	}
 	sec, usec := s.clockArgs()
 	v, err := s.extend.run(ctx, s.c, []string{s.key(key, driver.Concurrency)}, []any{lease, int64(ttl), sec, usec})
@@ -324,3 +333,15 @@ var (
 	_ driver.Extender        = (*Store)(nil)
 	_ driver.ReleaseNotifier = (*Store)(nil)
 )
+
+// validate checks every check's policy and cost against the supported
+// ranges (driver.Check.Validate): the scripts' arithmetic is exact only
+// inside them.
+func validate(checks []driver.Check) error {
+	for i := range checks {
+		if err := checks[i].Validate(); err != nil {
+			return driver.BadRequest(err)
+		}
+	}
+	return nil
+}
