@@ -68,19 +68,15 @@ func (l *Lease) FailedOpen() bool { return l != nil && l.failedOpen }
 // failure policy granted the request in process.
 func (l *Lease) Fallback() bool { return l != nil && l.fallback }
 
-// releaseBudget bounds the retries of a Release whose context has no
-// earlier deadline.
-const releaseBudget = 2 * time.Second
-
 // Release frees the lease's concurrency slots and wakes the next waiter. It
 // is idempotent and never raises capacity: a second release, or the release
 // of a lease that expired, does nothing (a Release while another one runs
 // returns at once).
 //
-// The first attempt ignores ctx's cancellation (it is bounded by the
-// store's call timeout), so a lease is released even from a request whose
-// context is done. When the store is unavailable, Release tries again
-// while ctx allows (at most two seconds when ctx has no deadline), then
+// Release returns within the store's call timeout, or ctx's deadline when
+// that comes first. Its first attempt ignores ctx's cancellation, so a
+// lease is released even from a request whose context is done. When the
+// store is unavailable, Release tries again within that bound, then
 // returns the error; the lease stays held, so Release can be called again,
 // and the slot frees itself at the end of the lease TTL in any case.
 func (l *Lease) Release(ctx context.Context) error {
@@ -90,15 +86,13 @@ func (l *Lease) Release(ctx context.Context) error {
 	if !l.state.CompareAndSwap(leaseHeld, leaseReleasing) {
 		return nil // released, or being released by another call
 	}
-	budget, cancel := context.WithTimeout(ctx, releaseBudget)
-	defer cancel()
 	var errs []error
 	for i := range l.refs {
 		r := &l.refs[i]
 		if r.released {
 			continue
 		}
-		err := r.release(ctx, budget)
+		err := r.release(ctx)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ratesync: limiter %q: release: %w", r.rs.name, err))
 			continue
@@ -119,18 +113,22 @@ func (l *Lease) Release(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// release makes the store call, retrying on unavailability while budget
-// allows; the first attempt runs even when ctx is already done.
-func (r *leaseRef) release(ctx, budget context.Context) error {
-	first := context.WithoutCancel(ctx)
-	backoff := 10 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		c := budget
-		if attempt == 0 {
-			c = first
-		}
+// release makes the store call, retrying on unavailability until the
+// store's call timeout (or ctx's earlier deadline); the first attempt runs
+// even when ctx is already done.
+func (r *leaseRef) release(ctx context.Context) error {
+	bound := r.h.timeout()
+	if bound <= 0 {
+		bound = DefaultCallTimeout
+	}
+	budget, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	first, cancelFirst := context.WithTimeout(context.WithoutCancel(ctx), bound)
+	defer cancelFirst()
+	backoff := 5 * time.Millisecond
+	for c := first; ; c = budget {
 		err := r.h.call(c, &storeOp{kind: opRelease, key: r.key, lease: r.id})
-		if err == nil || !driver.IsUnavailable(err) && !errors.Is(err, ErrCircuitOpen) {
+		if err == nil || !driver.IsUnavailable(err) {
 			return err
 		}
 		t := time.NewTimer(backoff)
@@ -140,7 +138,7 @@ func (r *leaseRef) release(ctx, budget context.Context) error {
 			t.Stop()
 			return err
 		}
-		backoff = min(2*backoff, 250*time.Millisecond)
+		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 }
 

@@ -516,11 +516,6 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			l.observe(OpAcquire, a.d, wait, nil)
 			return a.d.Lease, nil
 		}
-		if a.d.RetryAfter == never {
-			err := fmt.Errorf("%w: limiter %q: cost %d can never be admitted", ErrCostTooHigh, rs.name, o.cost)
-			l.observe(OpAcquire, a.d, time.Since(start), err)
-			return nil, err
-		}
 		if a.rateRetry > 0 {
 			wake := a.answered.Add(a.rateRetry)
 			if hasDeadline && wake.After(deadline) {

@@ -157,19 +157,62 @@ func checkName(kind, name string) error {
 	return nil
 }
 
+// StoreOption changes how the registry calls a store added with AddStore.
+type StoreOption func(*storeOptions)
+
+type storeOptions struct {
+	callTimeout time.Duration
+	threshold   int
+	cooldown    time.Duration
+}
+
+// WithCallTimeout bounds each call to the store (default
+// DefaultCallTimeout, the call_timeout_seconds of a configured store);
+// zero means no bound but the caller's context. In-process stores are
+// never bounded.
+func WithCallTimeout(d time.Duration) StoreOption {
+	return func(o *storeOptions) { o.callTimeout = d }
+}
+
+// WithBreaker sets the store's circuit breaker: threshold consecutive
+// unavailable answers open it for cooldown (defaults
+// DefaultBreakerThreshold and DefaultBreakerCooldown, the
+// breaker_threshold and breaker_cooldown_seconds of a configured store).
+func WithBreaker(threshold int, cooldown time.Duration) StoreOption {
+	return func(o *storeOptions) { o.threshold, o.cooldown = threshold, cooldown }
+}
+
 // AddStore registers a store the caller created and owns: the registry never
 // closes it. A store of the same name is replaced; limiters on it move to the
-// new store. Its calls are bounded by DefaultCallTimeout and its circuit
-// breaker has the default settings, unless it decides in process
-// (driver.InProcess); SetCallTimeout changes the bound.
-func (r *Registry) AddStore(name string, s driver.Store) error {
+// new store, and the old one stays in use for the release of its leases.
+// Unless the store decides in process (driver.InProcess), its calls are
+// bounded by a call timeout and guarded by a circuit breaker (see
+// WithCallTimeout and WithBreaker).
+func (r *Registry) AddStore(name string, s driver.Store, opts ...StoreOption) error {
 	if err := checkName("store", name); err != nil {
 		return err
 	}
 	if s == nil {
 		return &ConfigError{Table: "stores." + name, Msg: "store is nil"}
 	}
-	return r.putStore(r.newHandle(name, fmt.Sprintf("%T", s), s, false))
+	o := storeOptions{callTimeout: DefaultCallTimeout, threshold: DefaultBreakerThreshold, cooldown: DefaultBreakerCooldown}
+	for _, f := range opts {
+		f(&o)
+	}
+	switch {
+	case o.callTimeout < 0:
+		return &ConfigError{Table: "stores." + name, Key: "call_timeout_seconds", Msg: fmt.Sprintf("must be >= 0, got %v", o.callTimeout)}
+	case o.threshold < 1:
+		return &ConfigError{Table: "stores." + name, Key: "breaker_threshold", Msg: fmt.Sprintf("must be >= 1, got %d", o.threshold)}
+	case o.cooldown <= 0:
+		return &ConfigError{Table: "stores." + name, Key: "breaker_cooldown_seconds", Msg: fmt.Sprintf("must be > 0, got %v", o.cooldown)}
+	}
+	h := r.newHandle(name, fmt.Sprintf("%T", s), s, false)
+	if !h.inproc {
+		h.callTimeout.Store(int64(o.callTimeout))
+		h.setBreaker(o.threshold, o.cooldown)
+	}
+	return r.putStore(h)
 }
 
 // ConfigureStore opens a store with a registered engine ("memory", or
