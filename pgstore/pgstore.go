@@ -83,6 +83,7 @@ type Store struct {
 	unlogged bool
 	auto     bool
 	clock    func() time.Time // tests only
+	noBucket bool             // benchmarks only: single buckets by the function
 	bound    time.Duration    // statement timeout: calls without a deadline
 	ping     time.Duration    // listener's quiet time before a ping
 
@@ -177,13 +178,13 @@ func New(pool Pool, opts ...Option) (*Store, error) {
 	T := S + "." + quote(s.table)
 	s.q = queries{
 		decide:   "SELECT " + fn("decide") + "($1, $2, $3, $4, $5, $6, $7, $8)",
-		bucket:   strings.ReplaceAll(bucketSQL, "{{T}}", T),
+		bucket:   strings.NewReplacer("{{T}}", T, "{{expiry}}", fn("expiry")).Replace(bucketSQL),
 		release:  "SELECT " + fn("release") + "($1, $2, $3)",
 		extend:   "SELECT " + fn("extend") + "($1, $2, $3, $4)",
 		reset:    "DELETE FROM " + T + " WHERE key = $1",
 		resetAll: "TRUNCATE " + T,
-		sweep: "DELETE FROM " + T + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " + T + " WHERE expires_at <= " + fn("now") + "(NULL) LIMIT " +
-			fmt.Sprint(sweepBatch) + ")) AND expires_at <= " + fn("now") + "(NULL)",
+		sweep: "DELETE FROM " + T + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " + T + " WHERE expires_at <= " + fn("now") + "($1) LIMIT " +
+			fmt.Sprint(sweepBatch) + ")) AND expires_at <= " + fn("now") + "($1)",
 	}
 	s.channel = channelName(s.schema, s.table)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -221,9 +222,9 @@ const bucketSQL = `WITH c AS MATERIALIZED (
   SELECT tat, now, coalesce(tat, 0) + $2 - $3 <= now AS ok FROM c
 ), ins AS (
   INSERT INTO {{T}} AS s (key, kind, tat, at, expires_at)
-  SELECT $1, 1, greatest(d.tat, d.now) + $2, d.now, greatest(d.tat, d.now) + $2 FROM d WHERE d.ok
+  SELECT $1, 1, greatest(d.tat, d.now) + $2, d.now, {{expiry}}(0, greatest(d.tat, d.now) + $2) FROM d WHERE d.ok
   ON CONFLICT (key, kind) DO UPDATE SET (tat, at, expires_at) = (
-    SELECT greatest(s.tat, n.now) + $2, n.now, greatest(s.tat, n.now) + $2
+    SELECT greatest(s.tat, n.now) + $2, n.now, {{expiry}}(s.expires_at, greatest(s.tat, n.now) + $2)
     FROM (SELECT coalesce($4::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000) AS now) n)
   WHERE coalesce(s.tat, 0) + $2 - $3 <= coalesce($4::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000)
   RETURNING s.tat, s.at
@@ -247,7 +248,7 @@ func (s *Store) MigrationSQL() string {
 		"{{REL}}", "'"+strings.ReplaceAll(rel, "'", "''")+"'")
 	// Functions are named table_name + "_" + suffix, quoted as one identifier.
 	sql := schemaSQL
-	for _, suffix := range []string{"now", "check", "decide", "release", "extend", "expires"} {
+	for _, suffix := range []string{"now", "expiry", "check", "decide", "release", "extend", "expires"} {
 		sql = strings.ReplaceAll(sql, "{{P}}"+suffix, quote(s.table+"_"+suffix))
 	}
 	version := fmt.Sprintf(`
@@ -399,7 +400,7 @@ func (s *Store) run(ctx context.Context, checks []driver.Check, results []driver
 	}
 	ctx, cancel := s.bounded(ctx)
 	defer cancel()
-	if consume && len(checks) == 1 && checks[0].Policy.Kind == driver.TokenBucket && max(checks[0].Cost, 1) <= checks[0].Policy.Burst {
+	if consume && len(checks) == 1 && checks[0].Policy.Kind == driver.TokenBucket && max(checks[0].Cost, 1) <= checks[0].Policy.Burst && !s.noBucket {
 		ok, done, err := s.bucket(ctx, &checks[0], &results[0])
 		if done || err != nil {
 			return ok, err
@@ -617,7 +618,7 @@ func (s *Store) Sweep(ctx context.Context) (int64, error) {
 	}
 	ctx, cancel := s.bounded(ctx)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, s.q.sweep)
+	tag, err := s.pool.Exec(ctx, s.q.sweep, s.now())
 	if err != nil {
 		return 0, classify(fmt.Errorf("ratesync/pgstore: sweep: %w", err))
 	}

@@ -8,8 +8,8 @@
 -- lease_exps). key is the key's bytes, any bytes; a key longer than 256
 -- bytes is its first 256 bytes followed by the SHA-256 of all of it.
 -- Times are nanoseconds since the epoch on the server's clock. expires_at
--- is when the row is equivalent to no row; the sweeper deletes rows past
--- it.
+-- is a time (rounded up, see _expiry) after which the row is equivalent to
+-- no row; the sweeper deletes rows past it.
 
 -- Upgrade from version 1 (text keys, one window entry per unit): the
 -- old functions go (they take text keys), keys become bytes, window
@@ -54,6 +54,16 @@ CREATE {{UNLOGGED}}TABLE IF NOT EXISTS {{S}}.{{T}} (
 -- The sweeper's DELETE finds idle rows through this index.
 CREATE INDEX IF NOT EXISTS {{P}}expires ON {{S}}.{{T}} (expires_at);
 
+-- _expiry is the expires_at of a row whose state lasts until p_new and
+-- whose expires_at was p_old: p_new rounded up to a multiple of 2^36 ns
+-- (about 69 s), never earlier than p_old. The rounding leaves the indexed
+-- column as it was in most updates of a busy row, so they stay HOT (no
+-- index writes); the sweeper deletes a row at most 69 s after it idled.
+CREATE OR REPLACE FUNCTION {{S}}.{{P}}expiry(p_old bigint, p_new bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT greatest(p_old, ((p_new + 68719476735) >> 36) << 36)
+$$;
+
 -- _now: the server's clock in nanoseconds (microsecond resolution), or the
 -- test clock when given.
 CREATE OR REPLACE FUNCTION {{S}}.{{P}}now(p_now bigint) RETURNS bigint
@@ -82,7 +92,8 @@ BEGIN
     nd := d + p_cost * p_a;
     IF nd > cap THEN RETURN ARRAY[0, avail, nd - cap, d]; END IF;
     IF NOT p_take THEN RETURN ARRAY[1, avail, 0, d]; END IF;
-    UPDATE {{S}}.{{T}} SET tat = p_now + nd, expires_at = p_now + nd WHERE key = r.key AND kind = 1;
+    UPDATE {{S}}.{{T}} SET tat = p_now + nd, expires_at = {{S}}.{{P}}expiry(expires_at, p_now + nd)
+      WHERE key = r.key AND kind = 1;
     RETURN ARRAY[1, CASE WHEN cap > nd THEN (cap - nd) / p_a ELSE 0 END, 0, nd];
   ELSIF p_kind = 2 THEN
     v_entries := coalesce(r.entries, '{}');
@@ -124,8 +135,8 @@ BEGIN
       END IF;
     END IF;
     e := v_entries[cardinality(v_entries)] + p_a;
-    UPDATE {{S}}.{{T}} SET entries = v_entries, counts = v_counts, units = v_units + p_cost, expires_at = e
-      WHERE key = r.key AND kind = 2;
+    UPDATE {{S}}.{{T}} SET entries = v_entries, counts = v_counts, units = v_units + p_cost,
+      expires_at = {{S}}.{{P}}expiry(expires_at, e) WHERE key = r.key AND kind = 2;
     RETURN ARRAY[1, p_b - v_units - p_cost, 0, e - p_now];
   ELSE
     v_ids := r.lease_ids; v_exps := r.lease_exps;
@@ -149,8 +160,8 @@ BEGIN
     new_ids := new_ids || p_token; new_exps := new_exps || e;
     IF first_e IS NULL OR e < first_e THEN first_e := e; END IF;
     IF last_e IS NULL OR e > last_e THEN last_e := e; END IF;
-    UPDATE {{S}}.{{T}} SET lease_ids = new_ids, lease_exps = new_exps, expires_at = last_e
-      WHERE key = r.key AND kind = 3;
+    UPDATE {{S}}.{{T}} SET lease_ids = new_ids, lease_exps = new_exps,
+      expires_at = {{S}}.{{P}}expiry(expires_at, last_e) WHERE key = r.key AND kind = 3;
     retry := CASE WHEN cnt + 1 >= p_b THEN first_e - p_now ELSE 0 END;
     RETURN ARRAY[1, p_b - cnt - 1, retry, last_e - p_now];
   END IF;
@@ -265,6 +276,6 @@ BEGIN
   IF i IS NULL OR v_exps[i] <= v_now THEN RETURN false; END IF;
   v_exps[i] := v_now + p_ttl;
   UPDATE {{S}}.{{T}} SET lease_exps = v_exps,
-    expires_at = (SELECT max(e) FROM unnest(v_exps) e) WHERE key = p_key AND kind = 3;
+    expires_at = {{S}}.{{P}}expiry(expires_at, (SELECT max(e) FROM unnest(v_exps) e)) WHERE key = p_key AND kind = 3;
   RETURN true;
 END $$;
