@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
 	"github.com/rate-sync/ratesync-go"
@@ -25,12 +26,13 @@ import (
 // again, while the silenced links stay silent, as after a partition heals
 // under sockets that a middlebox forgot.
 type faultProxy struct {
-	ln     net.Listener
-	target string
-	holed  atomic.Bool
-	mu     sync.Mutex
-	links  []*link
-	wg     sync.WaitGroup
+	ln      net.Listener
+	target  string
+	holed   atomic.Bool
+	noReply atomic.Bool // replies dropped on every link, while set
+	mu      sync.Mutex
+	links   []*link
+	wg      sync.WaitGroup
 }
 
 type link struct {
@@ -71,31 +73,40 @@ func (p *faultProxy) serve() {
 		p.links = append(p.links, l)
 		p.mu.Unlock()
 		p.wg.Add(1)
-		go p.pipe(l, a, l.b)
+		go p.pipe(l, a, l.b, false)
 		if l.b != nil {
 			p.wg.Add(1)
-			go p.pipe(l, l.b, a)
+			go p.pipe(l, l.b, a, true)
 		}
 	}
 }
 
-// pipe copies from to to until either closes, dropping what it reads once
-// the link is silent.
-func (p *faultProxy) pipe(l *link, from, to net.Conn) {
+// pipe copies from to to, dropping what it reads once the link is silent
+// (or, for a reply, while replies are dropped). When either side closes, a
+// link that is not silent closes the other.
+func (p *faultProxy) pipe(l *link, from, to net.Conn, reply bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := from.Read(buf)
-		if n > 0 && to != nil && !l.silent.Load() {
-			if _, werr := to.Write(buf[:n]); werr != nil {
-				return
+		if n > 0 && to != nil && !l.silent.Load() && !(reply && p.noReply.Load()) {
+			if _, err = to.Write(buf[:n]); err != nil {
+				n = 0
 			}
 		}
 		if err != nil {
+			if !l.silent.Load() {
+				l.a.Close()
+				l.b.Close()
+			}
 			return
 		}
 	}
 }
+
+// DropReplies drops what the server sends, on every link, until
+// DropReplies(false): requests still arrive and run.
+func (p *faultProxy) DropReplies(on bool) { p.noReply.Store(on) }
 
 // BlackHole silences every open link and every new one until Heal.
 func (p *faultProxy) BlackHole() {
@@ -310,4 +321,80 @@ pool_max_size = 4
 	if err := goleak.Find(leaks...); err != nil {
 		t.Errorf("goroutines left after Close: %v", err)
 	}
+}
+
+// A decision whose answer is lost after the server granted its lease gives
+// the lease back once the network lets it: the caller gave up, so nobody
+// holds the slot.
+func TestAbandonedLeaseReleased(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test skipped in -short mode")
+	}
+	raw := testenv.PostgresURL(t)
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := u.Host
+	direct := pool(t, nil)
+	px := newFaultProxy(t, target)
+	u.Host = px.Addr()
+	cfg, err := pgxpool.ParseConfig(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 1 // the release must open a connection of its own
+	cfg.ConnConfig.ConnectTimeout = 300 * time.Millisecond
+	proxied, err := pgxpool.NewWithConfig(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxied.Close()
+	schema := randomSchema()
+	s := storeIn(t, direct, schema) // to look, past the proxy
+	s.Ping(bg)
+	ps, err := pgstore.New(proxied, pgstore.WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	slot := driver.Check{Key: driver.Key{Name: "slot"}, Policy: driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 1, LeaseTTL: time.Hour}, Cost: 1}
+	res := make([]driver.Result, 1)
+	remaining := func() int {
+		t.Helper()
+		if err := s.Peek(bg, []driver.Check{slot}, res); err != nil {
+			t.Fatal(err)
+		}
+		return res[0].Remaining
+	}
+	// Prepare the statement on the one connection: then a decision is a
+	// single message, which runs even though its answer is lost.
+	warm := slot
+	warm.Key = driver.Key{Name: "warm"}
+	if _, err := ps.Decide(bg, []driver.Check{warm}, res); err != nil {
+		t.Fatal(err)
+	}
+	px.DropReplies(true)
+	ctx, cancel := context.WithTimeout(bg, 300*time.Millisecond)
+	_, err = ps.Decide(ctx, []driver.Check{slot}, res)
+	cancel()
+	if err == nil {
+		t.Fatal("decided with the replies dropped")
+	}
+	if r := remaining(); r != 0 {
+		t.Fatalf("%d slots free after the lost answer: the server did not grant the lease, nothing to test", r)
+	}
+	time.Sleep(500 * time.Millisecond) // the outage lasts a while
+	if r := remaining(); r != 0 {
+		t.Fatalf("the lease was released while no reply could come back (%d free)", r)
+	}
+	px.DropReplies(false)
+	healed := time.Now()
+	for remaining() != 1 {
+		if time.Since(healed) > 4*time.Second {
+			t.Fatal("the abandoned lease still holds the slot 4s after the network came back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the abandoned lease was given back %v after the network came back", time.Since(healed).Round(time.Millisecond))
 }

@@ -467,7 +467,9 @@ func (s *Store) run(ctx context.Context, checks []driver.Check, results []driver
 }
 
 // abandon releases, in the background, the lease token that a decision
-// abandoned by its caller may have been granted on each concurrency key.
+// abandoned by its caller may have been granted on each concurrency key,
+// trying again until the statement timeout (the network that lost the
+// answer may be back by then). Close stops it.
 func (s *Store) abandon(checks []driver.Check, keys [][]byte, token string) {
 	var held [][]byte
 	for i := range checks {
@@ -482,8 +484,12 @@ func (s *Store) abandon(checks []driver.Check, keys [][]byte, token string) {
 		defer cancel()
 		for _, k := range held {
 			var ok bool
-			if s.pool.QueryRow(ctx, s.q.release, k, token, s.channel).Scan(&ok) != nil {
-				return // the lease, if granted, expires at its TTL
+			for s.pool.QueryRow(ctx, s.q.release, k, token, s.channel).Scan(&ok) != nil {
+				select {
+				case <-ctx.Done():
+					return // the lease, if granted, expires at its TTL
+				case <-time.After(50 * time.Millisecond):
+				}
 			}
 		}
 	}()
