@@ -123,7 +123,7 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 	if _, ok := pc.ConnConfig.RuntimeParams["statement_timeout"]; !ok || cfg.Has("statement_timeout_seconds") {
 		pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(stmtTimeout.Milliseconds(), 10)
 	}
-	d := newDialer(keepalive, userTimeout, connectTimeout)
+	d := newDialer(keepalive, userTimeout, pc.ConnConfig.ConnectTimeout)
 	pc.ConnConfig.DialFunc = d.DialContext // fallback hosts too
 	// A connection that pgx closed after an abandoned call is still
 	// draining in the background (up to 15 s on a silent network), and the

@@ -96,7 +96,8 @@ type Store struct {
 	sweepEvery time.Duration
 	ctx        context.Context // cancelled by Close
 	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	wg         sync.WaitGroup // the sweeper and background releases
+	bgMu       sync.Mutex     // orders wg.Add before Close's wg.Wait
 	closeOnce  sync.Once
 	closed     atomic.Bool
 
@@ -477,9 +478,7 @@ func (s *Store) abandon(checks []driver.Check, keys [][]byte, token string) {
 			held = append(held, keys[i])
 		}
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.background(func() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.bound)
 		defer cancel()
 		for _, k := range held {
@@ -492,6 +491,21 @@ func (s *Store) abandon(checks []driver.Check, keys [][]byte, token string) {
 				}
 			}
 		}
+	})
+}
+
+// background runs fn on a goroutine that Close waits for, unless the
+// store is closed.
+func (s *Store) background(fn func()) {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closed.Load() {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
 	}()
 }
 
@@ -723,7 +737,9 @@ func (s *Store) listenOnce(ctx context.Context, deliver func(string)) error {
 // than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.bgMu.Lock()
 		s.closed.Store(true)
+		s.bgMu.Unlock()
 		s.cancel()
 		if s.dialer != nil {
 			s.dialer.closeAll()
