@@ -3,8 +3,11 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rate-sync/ratesync-go"
@@ -12,6 +15,15 @@ import (
 )
 
 func init() { ratesync.RegisterEngine("postgres", open) }
+
+// Defaults of the network bounds of a store opened from configuration
+// (connect_timeout_seconds, keepalive_seconds, tcp_user_timeout_seconds;
+// statement_timeout_seconds defaults to DefaultStatementTimeout).
+const (
+	DefaultConnectTimeout = 2 * time.Second
+	DefaultKeepalive      = 10 * time.Second
+	DefaultTCPUserTimeout = 10 * time.Second
+)
 
 // open builds a store and the pool it owns from a [stores.NAME] table with
 // engine = "postgres". See docs/postgres.md for the keys.
@@ -48,6 +60,22 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	connectTimeout, err := cfg.Seconds("connect_timeout_seconds", DefaultConnectTimeout)
+	if err != nil {
+		return nil, err
+	}
+	keepalive, err := cfg.Seconds("keepalive_seconds", DefaultKeepalive)
+	if err != nil {
+		return nil, err
+	}
+	userTimeout, err := cfg.Seconds("tcp_user_timeout_seconds", DefaultTCPUserTimeout)
+	if err != nil {
+		return nil, err
+	}
+	stmtTimeout, err := cfg.Seconds("statement_timeout_seconds", DefaultStatementTimeout)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Has("timing_margin_ms") {
 		return nil, cfg.Errorf("timing_margin_ms", "not supported: ratesync-go decides on the server's clock with exact timing; remove the key")
 	}
@@ -68,6 +96,14 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 		return nil, cfg.Errorf("pool_min_size", "must not exceed pool_max_size (%d)", poolMax)
 	case sweep <= 0:
 		return nil, cfg.Errorf("sweep_interval_seconds", "must be > 0")
+	case connectTimeout <= 0:
+		return nil, cfg.Errorf("connect_timeout_seconds", "must be > 0")
+	case keepalive < 0:
+		return nil, cfg.Errorf("keepalive_seconds", "must be >= 0 (0 turns TCP keepalive off)")
+	case userTimeout < 0:
+		return nil, cfg.Errorf("tcp_user_timeout_seconds", "must be >= 0 (0 leaves the system default)")
+	case stmtTimeout < time.Millisecond:
+		return nil, cfg.Errorf("statement_timeout_seconds", "must be at least 0.001")
 	}
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -79,18 +115,37 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 	if poolMin > 0 {
 		pc.MinConns = int32(poolMin)
 	}
+	// Bounds: the URL's connect_timeout and statement_timeout stand unless
+	// the table sets them.
+	if pc.ConnConfig.ConnectTimeout == 0 || cfg.Has("connect_timeout_seconds") {
+		pc.ConnConfig.ConnectTimeout = connectTimeout
+	}
+	if _, ok := pc.ConnConfig.RuntimeParams["statement_timeout"]; !ok || cfg.Has("statement_timeout_seconds") {
+		pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(stmtTimeout.Milliseconds(), 10)
+	}
+	d := newDialer(keepalive, userTimeout, pc.ConnConfig.ConnectTimeout)
+	pc.ConnConfig.DialFunc = d.DialContext // fallback hosts too
+	// A connection that pgx closed after an abandoned call is still
+	// draining in the background (up to 15 s on a silent network), and the
+	// pool holds its slot until that ends: cut it now.
+	pc.BeforeClose = func(c *pgx.Conn) {
+		if c.IsClosed() {
+			closeRaw(c.PgConn().Conn())
+		}
+	}
 	// NewWithConfig connects lazily (MinConns aside): opening a store does
 	// no I/O, so `ratesync check` works without the database.
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
 		return nil, fmt.Errorf("stores.%s: %w", cfg.Name, err)
 	}
-	s, err := New(pool, WithSchema(schema), WithTable(table), WithAutoCreate(auto), WithUnlogged(unlogged), WithSweepInterval(sweep))
+	s, err := New(pool, WithSchema(schema), WithTable(table), WithAutoCreate(auto), WithUnlogged(unlogged),
+		WithSweepInterval(sweep), WithStatementTimeout(stmtTimeout))
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("stores.%s: %w", cfg.Name, err)
 	}
-	s.owned = pool.Close
+	s.owned, s.dialer = pool.Close, d
 	return s, nil
 }
 

@@ -1,12 +1,15 @@
 // Package pgstore is the PostgreSQL rate limit store: engine = "postgres"
 // in a configuration file, or New with a pgx v5 pool in code.
 //
-// Every decision, whatever its checks, is one round trip: one call of a
-// PL/pgSQL function that creates and locks the rows it needs in (key,
-// kind) order (so concurrent decisions never deadlock) and applies every
-// check or none, on the server's clock (clock_timestamp()). Concurrency
-// waiters are woken through LISTEN/NOTIFY on one connection per store; a
-// background sweep deletes idle rows. See docs/postgres.md.
+// Every decision, whatever its checks, is one round trip: one statement
+// for a lone token-bucket check, one call of a PL/pgSQL function for
+// anything else. Denials are answered on the committed state without a
+// lock; admissions create and lock the rows they need in (key, kind)
+// order (so concurrent decisions never deadlock) and apply every check or
+// none, on the server's clock (clock_timestamp()) read after the locks
+// are held. Keys are bytes: any identifier of any length is a key.
+// Concurrency waiters are woken through LISTEN/NOTIFY on one connection
+// per store; a background sweep deletes idle rows. See docs/postgres.md.
 //
 // Importing the package registers the "postgres" engine:
 //
@@ -15,7 +18,9 @@ package pgstore
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -41,17 +46,29 @@ type Pool interface {
 
 // Defaults of the options.
 const (
-	DefaultSchema        = "public"
-	DefaultTable         = "rate_limiter_state" // rate-sync's table name
-	DefaultSweepInterval = 30 * time.Second
-	sweepBatch           = 1000
+	DefaultSchema           = "public"
+	DefaultTable            = "rate_limiter_state" // rate-sync's table name
+	DefaultSweepInterval    = 30 * time.Second
+	DefaultStatementTimeout = 5 * time.Second
+	sweepBatch              = 1000
+	// listenPing is how long the release listener waits for a
+	// notification before it checks that its connection still answers.
+	listenPing = 15 * time.Second
 )
 
-// ErrClosed is returned by calls on a closed Store.
+// ErrClosed is returned by calls on a closed Store. It is marked
+// driver.ErrUnavailable.
 var ErrClosed = errors.New("ratesync/pgstore: store is closed")
 
 // SchemaVersion is the version of the schema this package writes.
-const SchemaVersion = 1
+// Version 2 holds keys as bytes and a window's admissions as (time, count)
+// pairs; Migrate upgrades a version 1 table in place.
+const SchemaVersion = 2
+
+// maxKeyBytes is the longest key stored as it is; a longer key is stored
+// as its first maxKeyBytes bytes followed by its SHA-256, so that rows stay
+// small and still show which key they belong to.
+const maxKeyBytes = 256
 
 //go:embed schema.sql
 var schemaSQL string
@@ -59,12 +76,16 @@ var schemaSQL string
 // Store is a [driver.Store] on PostgreSQL. It is safe for concurrent use.
 type Store struct {
 	pool     Pool
-	owned    func() // closes the pool when the store opened it
+	owned    func()  // closes the pool when the store opened it
+	dialer   *dialer // the owned pool's connections, closed by Close
 	schema   string
 	table    string
 	unlogged bool
 	auto     bool
 	clock    func() time.Time // tests only
+	noBucket bool             // benchmarks only: single buckets by the function
+	bound    time.Duration    // statement timeout: calls without a deadline
+	ping     time.Duration    // listener's quiet time before a ping
 
 	q       queries
 	channel string
@@ -73,12 +94,17 @@ type Store struct {
 	migrated    atomic.Bool
 
 	sweepEvery time.Duration
-	stop       chan struct{}
-	wg         sync.WaitGroup
+	ctx        context.Context // cancelled by Close
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup // the sweeper and background releases
+	bgMu       sync.Mutex     // orders wg.Add before Close's wg.Wait
 	closeOnce  sync.Once
 	closed     atomic.Bool
 
 	hub *notify.Hub // release subscribers and the one LISTEN connection
+
+	longMu   sync.Mutex
+	longKeys map[string]string // stored form → encoded key, for notifications
 }
 
 // queries are the statements, with the quoted object names filled in.
@@ -115,6 +141,19 @@ func WithSweepInterval(d time.Duration) Option {
 	}
 }
 
+// WithStatementTimeout bounds each call whose context has no deadline, the
+// sweeper's and the release listener's calls included (default 5s). A
+// store opened from configuration also sets it as the connections'
+// statement_timeout, so the server gives up on a statement as the client
+// does.
+func WithStatementTimeout(d time.Duration) Option {
+	return func(st *Store) {
+		if d > 0 {
+			st.bound = d
+		}
+	}
+}
+
 func withClock(now func() time.Time) Option { return func(s *Store) { s.clock = now } }
 
 // New returns a store on the caller's pool; the store never closes it. It
@@ -124,7 +163,8 @@ func New(pool Pool, opts ...Option) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("ratesync/pgstore: New: pool is nil")
 	}
-	s := &Store{pool: pool, schema: DefaultSchema, table: DefaultTable, auto: true, sweepEvery: DefaultSweepInterval, stop: make(chan struct{})}
+	s := &Store{pool: pool, schema: DefaultSchema, table: DefaultTable, auto: true,
+		sweepEvery: DefaultSweepInterval, bound: DefaultStatementTimeout, ping: listenPing}
 	for _, o := range opts {
 		o(s)
 	}
@@ -139,39 +179,60 @@ func New(pool Pool, opts ...Option) (*Store, error) {
 	T := S + "." + quote(s.table)
 	s.q = queries{
 		decide:   "SELECT " + fn("decide") + "($1, $2, $3, $4, $5, $6, $7, $8)",
-		bucket:   strings.ReplaceAll(bucketSQL, "{{T}}", T),
+		bucket:   strings.NewReplacer("{{T}}", T, "{{expiry}}", fn("expiry")).Replace(bucketSQL),
 		release:  "SELECT " + fn("release") + "($1, $2, $3)",
 		extend:   "SELECT " + fn("extend") + "($1, $2, $3, $4)",
 		reset:    "DELETE FROM " + T + " WHERE key = $1",
 		resetAll: "TRUNCATE " + T,
-		sweep:    "DELETE FROM " + T + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " + T + " WHERE expires_at <= " + fn("now") + "(NULL) LIMIT " + fmt.Sprint(sweepBatch) + "))",
+		sweep: "DELETE FROM " + T + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " + T + " WHERE expires_at <= " + fn("now") + "($1) LIMIT " +
+			fmt.Sprint(sweepBatch) + ")) AND expires_at <= " + fn("now") + "($1)",
 	}
-	s.channel = s.schema + "." + s.table + "_released"
+	s.channel = channelName(s.schema, s.table)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.hub = notify.New(s.listen)
 	s.wg.Add(1)
 	go s.sweeper()
 	return s, nil
 }
 
-// bucketSQL is the fast path of a decision that is one token-bucket check
-// (the most common): a single upsert statement, with no PL/pgSQL. The
-// conflict branch runs on the locked row and records in ok whether it
-// admitted, so RETURNING gives the exact answer for both outcomes; the
-// asynchronous commit is set from inside the statement. $1 key, $2 cost
-// times interval (ns), $3 burst times interval, $4 test clock or NULL.
-const bucketSQL = `WITH c AS (
-  SELECT coalesce($4::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000) AS now,
+// channelName is the store's NOTIFY channel: schema.table_released, or a
+// hash of it when that is longer than PostgreSQL's 63-byte names.
+func channelName(schema, table string) string {
+	c := schema + "." + table + "_released"
+	if len(c) <= 63 {
+		return c
+	}
+	sum := sha256.Sum256([]byte(c))
+	return "ratesync_released_" + hex.EncodeToString(sum[:16])
+}
+
+// bucketSQL decides a lone token-bucket check (the most common decision)
+// in one statement, with no PL/pgSQL. c reads the committed row and then
+// the clock: a denial there is final and writes nothing. An admission
+// upserts the row; on a conflict the update reads the clock again once it
+// holds the row lock, rechecks, and records that reading in at, which
+// RETURNING gives back. When the locked row turns out full (another
+// decision got there first) no row is returned and the caller decides
+// again with the function. $1 key, $2 cost times interval (ns), $3 burst
+// times interval, $4 test clock or NULL.
+const bucketSQL = `WITH c AS MATERIALIZED (
+  SELECT (SELECT t.tat FROM {{T}} t WHERE t.key = $1 AND t.kind = 1) AS tat,
+    coalesce($4::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000) AS now,
     set_config('synchronous_commit', 'off', true) AS cfg
+), d AS (
+  SELECT tat, now, coalesce(tat, 0) + $2 - $3 <= now AS ok FROM c
+), ins AS (
+  INSERT INTO {{T}} AS s (key, kind, tat, at, expires_at)
+  SELECT $1, 1, greatest(d.tat, d.now) + $2, d.now, {{expiry}}(0, greatest(d.tat, d.now) + $2) FROM d WHERE d.ok
+  ON CONFLICT (key, kind) DO UPDATE SET (tat, at, expires_at) = (
+    SELECT greatest(s.tat, n.now) + $2, n.now, {{expiry}}(s.expires_at, greatest(s.tat, n.now) + $2)
+    FROM (SELECT coalesce($4::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000) AS now) n)
+  WHERE coalesce(s.tat, 0) + $2 - $3 <= coalesce($4::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000)
+  RETURNING s.tat, s.at
 )
-INSERT INTO {{T}} AS s (key, kind, tat, expires_at, ok)
-SELECT $1, 1, c.now + $2, c.now + $2, true FROM c
-ON CONFLICT (key, kind) DO UPDATE SET
-  ok = greatest(coalesce(s.tat, 0), excluded.tat - $2) + $2 - $3 <= excluded.tat - $2,
-  tat = CASE WHEN greatest(coalesce(s.tat, 0), excluded.tat - $2) + $2 - $3 <= excluded.tat - $2
-    THEN greatest(coalesce(s.tat, 0), excluded.tat - $2) + $2 ELSE s.tat END,
-  expires_at = CASE WHEN greatest(coalesce(s.tat, 0), excluded.tat - $2) + $2 - $3 <= excluded.tat - $2
-    THEN greatest(coalesce(s.tat, 0), excluded.tat - $2) + $2 ELSE s.expires_at END
-RETURNING s.tat, s.ok, (SELECT now FROM c)`
+SELECT tat, at, true FROM ins
+UNION ALL
+SELECT tat, now, false FROM d WHERE NOT d.ok`
 
 // quote returns a PostgreSQL quoted identifier.
 func quote(id string) string { return `"` + strings.ReplaceAll(id, `"`, `""`) + `"` }
@@ -183,10 +244,12 @@ func (s *Store) MigrationSQL() string {
 	if s.unlogged {
 		unlogged = "UNLOGGED "
 	}
-	r := strings.NewReplacer("{{S}}", quote(s.schema), "{{T}}", quote(s.table), "{{UNLOGGED}}", unlogged)
+	rel := quote(s.schema) + "." + quote(s.table)
+	r := strings.NewReplacer("{{S}}", quote(s.schema), "{{T}}", quote(s.table), "{{UNLOGGED}}", unlogged,
+		"{{REL}}", "'"+strings.ReplaceAll(rel, "'", "''")+"'")
 	// Functions are named table_name + "_" + suffix, quoted as one identifier.
 	sql := schemaSQL
-	for _, suffix := range []string{"now", "check", "decide", "release", "extend"} {
+	for _, suffix := range []string{"now", "expiry", "check", "decide", "release", "extend", "expires"} {
 		sql = strings.ReplaceAll(sql, "{{P}}"+suffix, quote(s.table+"_"+suffix))
 	}
 	version := fmt.Sprintf(`
@@ -199,15 +262,31 @@ INSERT INTO %[1]s.%[2]s VALUES (%[3]d);
 
 // Migrate creates or upgrades the store's schema. Many processes can call
 // it at once: an advisory lock makes them take turns, and each step is
-// idempotent.
+// idempotent. It runs on ctx alone (no statement timeout): upgrading a
+// large table takes as long as it takes.
 func (s *Store) Migrate(ctx context.Context) error {
+	if err := s.migrate(ctx); err != nil {
+		return classify(fmt.Errorf("ratesync/pgstore: migrate %s.%s: %w", s.schema, s.table, err))
+	}
+	s.migrated.Store(true)
+	return nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	lock := func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "ratesync:"+s.schema+"."+s.table)
+		return err
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("ratesync/pgstore: migrate: %w", err)
+		return err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "ratesync:"+s.schema+"."+s.table); err != nil {
-		return fmt.Errorf("ratesync/pgstore: migrate: %w", err)
+	if err := lock(tx); err != nil {
+		return err
 	}
 	var version int
 	err = tx.QueryRow(ctx, "SELECT version FROM "+quote(s.schema)+"."+quote(s.table+"_version")).Scan(&version)
@@ -219,35 +298,31 @@ func (s *Store) Migrate(ctx context.Context) error {
 		// statement aborted the transaction; start again under the lock.
 		tx.Rollback(ctx)
 		if tx, err = s.pool.Begin(ctx); err != nil {
-			return fmt.Errorf("ratesync/pgstore: migrate: %w", err)
+			return err
 		}
 		defer tx.Rollback(context.WithoutCancel(ctx))
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "ratesync:"+s.schema+"."+s.table); err != nil {
-			return fmt.Errorf("ratesync/pgstore: migrate: %w", err)
+		if err := lock(tx); err != nil {
+			return err
 		}
 		version = 0
 	default:
-		return fmt.Errorf("ratesync/pgstore: migrate: reading the schema version: %w", err)
+		return fmt.Errorf("reading the schema version: %w", err)
 	}
 	if version > SchemaVersion {
-		return fmt.Errorf("ratesync/pgstore: schema %s.%s is at version %d, newer than this program's %d: upgrade ratesync-go", s.schema, s.table, version, SchemaVersion)
+		return fmt.Errorf("schema at version %d, newer than this program's %d: upgrade ratesync-go", version, SchemaVersion)
 	}
 	if version < SchemaVersion {
 		if _, err := tx.Exec(ctx, s.MigrationSQL()); err != nil {
-			return fmt.Errorf("ratesync/pgstore: migrate %s.%s to version %d: %w", s.schema, s.table, SchemaVersion, err)
+			return fmt.Errorf("to version %d: %w", SchemaVersion, err)
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("ratesync/pgstore: migrate: %w", err)
-	}
-	s.migrated.Store(true)
-	return nil
+	return tx.Commit(ctx)
 }
 
 // ready runs the migrations once when auto-create is on.
 func (s *Store) ready(ctx context.Context) error {
 	if s.closed.Load() {
-		return ErrClosed
+		return driver.Unavailable(ErrClosed)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -263,6 +338,15 @@ func (s *Store) ready(ctx context.Context) error {
 	return s.Migrate(ctx)
 }
 
+// bounded returns ctx, limited to the statement timeout when it has no
+// deadline of its own.
+func (s *Store) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.bound)
+}
+
 func (s *Store) now() any {
 	if s.clock == nil {
 		return nil
@@ -270,25 +354,71 @@ func (s *Store) now() any {
 	return s.clock().UnixNano()
 }
 
+// storedKey returns the bytes that identify k's rows: its encoded form, or
+// for a long key the first maxKeyBytes bytes of it followed by its
+// SHA-256 (longer than any key stored as it is, so the two never meet).
+func storedKey(k driver.Key) []byte {
+	e := k.Encoded()
+	if len(e) <= maxKeyBytes {
+		return []byte(e)
+	}
+	sum := sha256.Sum256([]byte(e))
+	out := make([]byte, 0, maxKeyBytes+sha256.Size)
+	return append(append(out, e[:maxKeyBytes]...), sum[:]...)
+}
+
+// rememberLong records a long key's encoded form under its stored form,
+// so that a release notification (which carries the stored form) can name
+// the key to local waiters. Bounded: the map starts afresh when full.
+func (s *Store) rememberLong(stored []byte, k driver.Key) {
+	s.longMu.Lock()
+	if s.longKeys == nil || len(s.longKeys) >= 4096 {
+		s.longKeys = map[string]string{}
+	}
+	s.longKeys[string(stored)] = k.Encoded()
+	s.longMu.Unlock()
+}
+
+// payloadKey turns a release notification's payload (the stored key in
+// hex) into the key's encoded form; ok is false when it cannot.
+func (s *Store) payloadKey(payload string) (string, bool) {
+	b, err := hex.DecodeString(payload)
+	if err != nil {
+		return "", false
+	}
+	if len(b) <= maxKeyBytes {
+		return string(b), true
+	}
+	s.longMu.Lock()
+	e, ok := s.longKeys[string(b)]
+	s.longMu.Unlock()
+	return e, ok
+}
+
 func (s *Store) run(ctx context.Context, checks []driver.Check, results []driver.Result, consume bool) (bool, error) {
 	if err := s.ready(ctx); err != nil {
 		return false, err
 	}
-	if consume && len(checks) == 1 && checks[0].Policy.Kind == driver.TokenBucket && max(checks[0].Cost, 1) <= checks[0].Policy.Burst {
-		return s.bucket(ctx, &checks[0], &results[0])
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
+	if consume && len(checks) == 1 && checks[0].Policy.Kind == driver.TokenBucket && max(checks[0].Cost, 1) <= checks[0].Policy.Burst && !s.noBucket {
+		ok, done, err := s.bucket(ctx, &checks[0], &results[0])
+		if done || err != nil {
+			return ok, err
+		}
 	}
 	n := len(checks)
-	keys := make([]string, n)
+	keys := make([][]byte, n)
 	kinds := make([]int16, n)
 	as := make([]int64, n)
 	bs := make([]int64, n)
-	costs := make([]int32, n)
+	costs := make([]int64, n)
 	token := ""
 	for i := range checks {
 		c := &checks[i]
 		p := &c.Policy
-		keys[i] = c.Key.Encoded()
-		costs[i] = int32(max(c.Cost, 1))
+		keys[i] = storedKey(c.Key)
+		costs[i] = int64(max(c.Cost, 1))
 		switch p.Kind {
 		case driver.TokenBucket:
 			kinds[i], as[i], bs[i] = 1, int64(p.Interval()), int64(p.Burst)
@@ -296,16 +426,22 @@ func (s *Store) run(ctx context.Context, checks []driver.Check, results []driver
 			kinds[i], as[i], bs[i] = 2, int64(p.Window), int64(p.Limit)
 		default:
 			kinds[i], as[i], bs[i] = 3, int64(p.LeaseTTL), int64(p.MaxConcurrent)
+			if len(keys[i]) > maxKeyBytes {
+				s.rememberLong(keys[i], c.Key)
+			}
 			if consume && token == "" {
 				token = driver.NewLeaseID()
 			}
 		}
 	}
 	var out []int64
-	// The call must finish once sent: a cancelled context would leave
-	// the caller without the lease the server may have granted.
-	if err := s.pool.QueryRow(context.WithoutCancel(ctx), s.q.decide, consume, token, s.now(), keys, kinds, as, bs, costs).Scan(&out); err != nil {
-		return false, fmt.Errorf("ratesync/pgstore: decide: %w", err)
+	if err := s.pool.QueryRow(ctx, s.q.decide, consume, token, s.now(), keys, kinds, as, bs, costs).Scan(&out); err != nil {
+		if token != "" && ctx.Err() != nil {
+			// The server may have granted the lease after the caller
+			// gave up: give it back rather than let it hold a slot.
+			s.abandon(checks, keys, token)
+		}
+		return false, classify(fmt.Errorf("ratesync/pgstore: decide: %w", err))
 	}
 	if len(out) != 1+4*n {
 		return false, fmt.Errorf("ratesync/pgstore: decide returned %d values for %d checks", len(out), n)
@@ -331,15 +467,62 @@ func (s *Store) run(ctx context.Context, checks []driver.Check, results []driver
 	return all, nil
 }
 
-// bucket decides one token-bucket check with bucketSQL.
-func (s *Store) bucket(ctx context.Context, c *driver.Check, res *driver.Result) (bool, error) {
+// abandon releases, in the background, the lease token that a decision
+// abandoned by its caller may have been granted on each concurrency key,
+// trying again until the statement timeout (the network that lost the
+// answer may be back by then). Close stops it.
+func (s *Store) abandon(checks []driver.Check, keys [][]byte, token string) {
+	var held [][]byte
+	for i := range checks {
+		if checks[i].Policy.Kind == driver.Concurrency {
+			held = append(held, keys[i])
+		}
+	}
+	s.background(func() {
+		ctx, cancel := context.WithTimeout(s.ctx, s.bound)
+		defer cancel()
+		for _, k := range held {
+			var ok bool
+			for s.pool.QueryRow(ctx, s.q.release, k, token, s.channel).Scan(&ok) != nil {
+				select {
+				case <-ctx.Done():
+					return // the lease, if granted, expires at its TTL
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}
+	})
+}
+
+// background runs fn on a goroutine that Close waits for, unless the
+// store is closed.
+func (s *Store) background(fn func()) {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closed.Load() {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+}
+
+// bucket decides one token-bucket check with bucketSQL. done is false when
+// the locked row denied what the committed one admitted: the caller then
+// decides with the function.
+func (s *Store) bucket(ctx context.Context, c *driver.Check, res *driver.Result) (ok, done bool, err error) {
 	iv := int64(c.Policy.Interval())
 	cost := int64(max(c.Cost, 1))
 	capNs := int64(c.Policy.Burst) * iv
 	var tat, now int64
-	var ok bool
-	if err := s.pool.QueryRow(context.WithoutCancel(ctx), s.q.bucket, c.Key.Encoded(), cost*iv, capNs, s.now()).Scan(&tat, &ok, &now); err != nil {
-		return false, fmt.Errorf("ratesync/pgstore: decide: %w", err)
+	err = s.pool.QueryRow(ctx, s.q.bucket, storedKey(c.Key), cost*iv, capNs, s.now()).Scan(&tat, &now, &ok)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, true, classify(fmt.Errorf("ratesync/pgstore: decide: %w", err))
 	}
 	d := max(tat-now, 0)
 	avail := func(d int64) int {
@@ -352,7 +535,7 @@ func (s *Store) bucket(ctx context.Context, c *driver.Check, res *driver.Result)
 	if !ok {
 		res.RetryAfter = time.Duration(d + cost*iv - capNs)
 	}
-	return ok, nil
+	return ok, true, nil
 }
 
 // Decide implements driver.Store.
@@ -361,7 +544,7 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 		return true, s.ready(ctx)
 	}
 	if dupLeases(checks) {
-		return false, errors.New("ratesync/pgstore: one decision holds two concurrency checks on the same key")
+		return false, driver.BadRequest(errors.New("ratesync/pgstore: one decision holds two concurrency checks on the same key"))
 	}
 	return s.run(ctx, checks, results, true)
 }
@@ -395,9 +578,11 @@ func (s *Store) Release(ctx context.Context, key driver.Key, lease string) error
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	var ok bool
-	if err := s.pool.QueryRow(ctx, s.q.release, key.Encoded(), lease, s.channel).Scan(&ok); err != nil {
-		return fmt.Errorf("ratesync/pgstore: release: %w", err)
+	if err := s.pool.QueryRow(ctx, s.q.release, storedKey(key), lease, s.channel).Scan(&ok); err != nil {
+		return classify(fmt.Errorf("ratesync/pgstore: release: %w", err))
 	}
 	return nil
 }
@@ -407,39 +592,41 @@ func (s *Store) Extend(ctx context.Context, key driver.Key, lease string, ttl ti
 	if err := s.ready(ctx); err != nil {
 		return false, err
 	}
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	var ok bool
-	if err := s.pool.QueryRow(ctx, s.q.extend, key.Encoded(), lease, int64(ttl), s.now()).Scan(&ok); err != nil {
-		return false, fmt.Errorf("ratesync/pgstore: extend: %w", err)
+	if err := s.pool.QueryRow(ctx, s.q.extend, storedKey(key), lease, int64(ttl), s.now()).Scan(&ok); err != nil {
+		return false, classify(fmt.Errorf("ratesync/pgstore: extend: %w", err))
 	}
 	return ok, nil
 }
 
 // Reset implements driver.Store.
 func (s *Store) Reset(ctx context.Context, key driver.Key) error {
-	if err := s.ready(ctx); err != nil {
-		return err
-	}
-	_, err := s.pool.Exec(ctx, s.q.reset, key.Encoded())
-	return err
+	return s.exec(ctx, "reset", s.q.reset, storedKey(key))
 }
 
 // ResetAll implements driver.Store: it empties the store's table.
 func (s *Store) ResetAll(ctx context.Context) error {
-	if err := s.ready(ctx); err != nil {
-		return err
-	}
-	_, err := s.pool.Exec(ctx, s.q.resetAll)
-	return err
+	return s.exec(ctx, "reset all", s.q.resetAll)
 }
 
 // Ping implements driver.Store: it checks the connection and, with
 // auto-create, the schema.
 func (s *Store) Ping(ctx context.Context) error {
+	return s.exec(ctx, "ping", "SELECT 1")
+}
+
+func (s *Store) exec(ctx context.Context, what, sql string, args ...any) error {
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	_, err := s.pool.Exec(ctx, "SELECT 1")
-	return err
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, sql, args...); err != nil {
+		return classify(fmt.Errorf("ratesync/pgstore: %s: %w", what, err))
+	}
+	return nil
 }
 
 // Sweep deletes up to 1000 idle rows (state equivalent to no state) and
@@ -449,9 +636,11 @@ func (s *Store) Sweep(ctx context.Context) (int64, error) {
 	if err := s.ready(ctx); err != nil {
 		return 0, err
 	}
-	tag, err := s.pool.Exec(ctx, s.q.sweep)
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
+	tag, err := s.pool.Exec(ctx, s.q.sweep, s.now())
 	if err != nil {
-		return 0, err
+		return 0, classify(fmt.Errorf("ratesync/pgstore: sweep: %w", err))
 	}
 	return tag.RowsAffected(), nil
 }
@@ -460,20 +649,14 @@ func (s *Store) sweeper() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.sweepEvery)
 	defer t.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-s.stop
-		cancel()
-	}()
 	for {
 		select {
-		case <-s.stop:
+		case <-s.ctx.Done():
 			return
 		case <-t.C:
 			// Bounded: at most ten batches per tick.
 			for range 10 {
-				n, err := s.Sweep(ctx)
+				n, err := s.Sweep(s.ctx)
 				if err != nil || n < sweepBatch {
 					break
 				}
@@ -498,39 +681,71 @@ func (s *Store) listen(ctx context.Context, deliver func(string)) {
 	}
 }
 
+// listenOnce listens on one connection until ctx is done or the
+// connection fails. Every call is bounded: when no notification came for
+// s.ping, the connection must answer a query within as long (or the
+// statement timeout, if shorter), so a connection gone silent is
+// replaced.
 func (s *Store) listenOnce(ctx context.Context, deliver func(string)) error {
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	conn, err := s.pool.Acquire(ctx)
+	bctx, cancel := context.WithTimeout(ctx, s.bound)
+	defer cancel()
+	pc, err := s.pool.Acquire(bctx)
 	if err != nil {
 		return err
 	}
+	// The connection will be in LISTEN: it leaves the pool for good.
+	conn := pc.Hijack()
 	defer func() {
-		// The connection is in LISTEN: close it rather than reuse it.
-		c := conn.Hijack()
-		c.Close(context.Background())
+		cctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		conn.Close(cctx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+quote(s.channel)); err != nil {
+	if _, err := conn.Exec(bctx, "LISTEN "+quote(s.channel)); err != nil {
 		return err
 	}
 	for {
-		n, err := conn.Conn().WaitForNotification(ctx)
+		wctx, cancel := context.WithTimeout(ctx, s.ping)
+		n, err := conn.WaitForNotification(wctx)
+		quiet := wctx.Err() != nil
+		cancel()
+		switch {
+		case err == nil:
+			if k, ok := s.payloadKey(n.Payload); ok {
+				deliver(k)
+			}
+			continue
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !quiet:
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, min(s.ping, s.bound))
+		_, err = conn.Exec(pctx, "SELECT 1")
+		cancel()
 		if err != nil {
 			return err
 		}
-		deliver(n.Payload)
 	}
 }
 
 // Close stops the sweeper and the listener; it closes the pool only when
-// the store opened it. Close is safe to call more than once.
+// the store opened it, and then first cuts its connections, so Close
+// returns at once whatever the network does. Close is safe to call more
+// than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.bgMu.Lock()
 		s.closed.Store(true)
-		close(s.stop)
-		s.wg.Wait()
+		s.bgMu.Unlock()
+		s.cancel()
+		if s.dialer != nil {
+			s.dialer.closeAll()
+		}
 		s.hub.Close()
+		s.wg.Wait()
 		if s.owned != nil {
 			s.owned()
 		}

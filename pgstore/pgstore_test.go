@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,11 +23,64 @@ import (
 	"github.com/rate-sync/ratesync-go/storetest"
 )
 
+var leakOptions = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
+	goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).triggerHealthCheck.func1"),
+}
+
+// TestMain fails the run when a test left a goroutine or one of the
+// schemas it created behind.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
-		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).triggerHealthCheck.func1"),
-	)
+	code := m.Run()
+	if code == 0 {
+		if left := leftSchemas(); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "FAIL: tests left schemas behind: %v\n", left)
+			code = 1
+		}
+	}
+	if code == 0 {
+		if err := goleak.Find(leakOptions...); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+var (
+	schemasMu sync.Mutex
+	schemas   []string // created by this process's tests
+)
+
+func randomSchema() string {
+	var b [5]byte
+	rand.Read(b[:])
+	s := "rstest_" + hex.EncodeToString(b[:])
+	schemasMu.Lock()
+	schemas = append(schemas, s)
+	schemasMu.Unlock()
+	return s
+}
+
+// leftSchemas returns the schemas of randomSchema that still exist.
+func leftSchemas() []string {
+	url := os.Getenv("RATESYNC_TEST_POSTGRES_URL")
+	schemasMu.Lock()
+	names := schemas
+	schemasMu.Unlock()
+	if url == "" || len(names) == 0 {
+		return nil
+	}
+	c, err := pgx.Connect(bg, url)
+	if err != nil {
+		return []string{"(cannot check: " + err.Error() + ")"}
+	}
+	defer c.Close(bg)
+	var left []string
+	if err := c.QueryRow(bg, "SELECT coalesce(array_agg(nspname::text), '{}') FROM pg_namespace WHERE nspname = ANY($1)", names).Scan(&left); err != nil {
+		return []string{"(cannot check: " + err.Error() + ")"}
+	}
+	return left
 }
 
 var bg = context.Background()
@@ -60,16 +115,15 @@ func pool(t testing.TB, tracer pgx.QueryTracer) *pgxpool.Pool {
 	return p
 }
 
-func randomSchema() string {
-	var b [5]byte
-	rand.Read(b[:])
-	return "rstest_" + hex.EncodeToString(b[:])
-}
-
 // store returns a store in a schema of its own, dropped when the test ends.
 func store(t testing.TB, p *pgxpool.Pool, opts ...pgstore.Option) *pgstore.Store {
 	t.Helper()
-	schema := randomSchema()
+	return storeIn(t, p, randomSchema(), opts...)
+}
+
+// storeIn returns a store in schema, dropped when the test ends.
+func storeIn(t testing.TB, p *pgxpool.Pool, schema string, opts ...pgstore.Option) *pgstore.Store {
+	t.Helper()
 	s, err := pgstore.New(p, append([]pgstore.Option{pgstore.WithSchema(schema)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +147,17 @@ func TestConformance(t *testing.T) {
 		// One hot row serialises its decisions on the row lock (each holds
 		// it until its commit), so the hammer tests run smaller here.
 		Scale: 0.25,
+		Hold: func(t *testing.T, st driver.Store, key driver.Key, kind driver.Kind) func() {
+			release, err := pgstore.Hold(bg, st.(*pgstore.Store), key, kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return func() {
+				if err := release(); err != nil {
+					t.Error(err)
+				}
+			}
+		},
 	})
 }
 
@@ -197,11 +262,13 @@ func TestNoAutoCreate(t *testing.T) {
 	}
 }
 
-// Idle rows are swept; rows in use are not.
+// Idle rows are swept, at most 2^36 ns (about 69 s) after they idled;
+// rows in use are not.
 func TestSweep(t *testing.T) {
 	p := pool(t, nil)
 	schema := randomSchema()
-	s := store(t, p, pgstore.WithSchema(schema))
+	clk := storetest.NewClock()
+	s := storeIn(t, p, schema, pgstore.WithClock(clk.Now))
 	res := make([]driver.Result, 1)
 	short := driver.Check{Key: driver.Key{Name: "short"}, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: 5, Window: 50 * time.Millisecond}, Cost: 1}
 	long := driver.Check{Key: driver.Key{Name: "long"}, Policy: driver.Policy{Kind: driver.Concurrency, MaxConcurrent: 5, LeaseTTL: time.Hour}, Cost: 1}
@@ -210,19 +277,12 @@ func TestSweep(t *testing.T) {
 			t.Fatal(ok, err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n, err := s.Sweep(bg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the idle window row was not swept")
-		}
-		time.Sleep(20 * time.Millisecond) // let the 50ms window pass
+	if n, err := s.Sweep(bg); n != 0 || err != nil {
+		t.Fatalf("sweep of rows in use deleted %d, %v", n, err)
+	}
+	clk.Advance(1<<36 + 1)
+	if n, err := s.Sweep(bg); n != 1 || err != nil {
+		t.Fatalf("sweep 69s later deleted %d rows, %v; want the idle window's", n, err)
 	}
 	var rows int
 	p.QueryRow(bg, "SELECT count(*) FROM "+schema+".rate_limiter_state").Scan(&rows)
@@ -279,7 +339,7 @@ func TestReleaseWakesWaitersThroughOneListener(t *testing.T) {
 	schema := randomSchema()
 	channel := schema + ".rate_limiter_state_released"
 	storetest.ReleaseWakesWaiters(t, storetest.WakeOptions{
-		Store: store(t, p, pgstore.WithSchema(schema)),
+		Store: storeIn(t, p, schema),
 		Listeners: func(t *testing.T) int {
 			var n int
 			if err := p.QueryRow(bg, "SELECT count(*) FROM pg_stat_activity WHERE query = $1", `LISTEN "`+channel+`"`).Scan(&n); err != nil {
@@ -290,4 +350,48 @@ func TestReleaseWakesWaitersThroughOneListener(t *testing.T) {
 		What:   "LISTEN connections for " + channel,
 		Within: 10 * time.Second,
 	})
+}
+
+// The network bounds are read from the store's table, reach the
+// connections, and bad values are errors that name the key.
+func TestEngineBounds(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	schema := randomSchema()
+	p := pool(t, nil)
+	t.Cleanup(func() { p.Exec(bg, "DROP SCHEMA IF EXISTS "+schema+" CASCADE") })
+	cfg, err := ratesync.ParseConfig("bounds.toml", []byte(`
+[stores.db]
+engine = "postgres"
+url = "`+url+`"
+schema_name = "`+schema+`"
+connect_timeout_seconds = 1.5
+keepalive_seconds = 20
+tcp_user_timeout_seconds = 30
+statement_timeout_seconds = 0.75
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := pgstore.FromConfig(cfg.Stores[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, err := pgstore.Setting(bg, s, "statement_timeout"); err != nil || v != "750ms" {
+		t.Fatalf("statement_timeout on the store's connections = %q, %v; want 750ms", v, err)
+	}
+	for key, bad := range map[string]string{
+		"connect_timeout_seconds":   "0",
+		"keepalive_seconds":         "-1",
+		"tcp_user_timeout_seconds":  "-1",
+		"statement_timeout_seconds": "0",
+	} {
+		cfg, err := ratesync.ParseConfig("bad.toml", []byte("[stores.db]\nengine = \"postgres\"\nurl = \""+url+"\"\n"+key+" = "+bad+"\n"))
+		if err == nil {
+			_, err = pgstore.FromConfig(cfg.Stores[0])
+		}
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s = %s: %v, want an error naming the key", key, bad, err)
+		}
+	}
 }

@@ -42,6 +42,11 @@ type Options struct {
 	Resolution time.Duration
 	// Scale multiplies the sizes of the hammer tests (default 1).
 	Scale float64
+	// Hold, if set, holds the state of key for policies of kind in st,
+	// from outside any decision (creating it if there is none), until
+	// release is called: meanwhile a decision that would change it waits.
+	// It enables the contended-clock tests; stores without it skip them.
+	Hold func(t *testing.T, st driver.Store, key driver.Key, kind driver.Kind) (release func())
 }
 
 // Run runs the conformance suite.
@@ -79,6 +84,8 @@ func Run(t *testing.T, o Options) {
 	t.Run("Extend", s.extend)
 	t.Run("ModelMultiCheck", s.modelMultiCheck)
 	t.Run("HammerWindowCosts", s.hammerWindowCosts)
+	t.Run("ContendedClock", s.contendedClock)
+	t.Run("HostileIdentifiers", s.hostileIdentifiers)
 }
 
 type suite struct{ o Options }

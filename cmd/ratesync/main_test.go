@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rate-sync/ratesync-go/internal/testenv"
+	"github.com/rate-sync/ratesync-go/pgstore"
 )
 
 func TestCheck(t *testing.T) {
@@ -144,17 +145,6 @@ table_name = "limits"
 	if u := testenv.PostgresURL(t); u == "" {
 		return
 	}
-	out.Reset()
-	if code := run([]string{"migrate", file}, &out, &errb); code != 0 {
-		t.Fatalf("migrate: exit %d: %s", code, errb.String())
-	}
-	if !strings.Contains(out.String(), "stores.db: schema at version 1") {
-		t.Fatalf("migrate printed %q", out.String())
-	}
-	// Twice is fine.
-	if code := run([]string{"migrate", file}, &out, &errb); code != 0 {
-		t.Fatalf("second migrate: exit %d: %s", code, errb.String())
-	}
 	t.Cleanup(func() {
 		cfg, _ := pgxpool.ParseConfig(url)
 		p, err := pgxpool.NewWithConfig(context.Background(), cfg)
@@ -163,4 +153,15 @@ table_name = "limits"
 			p.Close()
 		}
 	})
+	out.Reset()
+	if code := run([]string{"migrate", file}, &out, &errb); code != 0 {
+		t.Fatalf("migrate: exit %d: %s", code, errb.String())
+	}
+	if want := fmt.Sprintf("stores.db: schema at version %d", pgstore.SchemaVersion); !strings.Contains(out.String(), want) {
+		t.Fatalf("migrate printed %q", out.String())
+	}
+	// Twice is fine.
+	if code := run([]string{"migrate", file}, &out, &errb); code != 0 {
+		t.Fatalf("second migrate: exit %d: %s", code, errb.String())
+	}
 }
