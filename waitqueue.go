@@ -10,10 +10,12 @@ import (
 )
 
 // waitQueues holds, per (store, key), the Acquire calls of this process
-// waiting for a concurrency slot, in arrival order. A release signals the
-// first waiter that has no signal pending; a waiter admitted passes a
-// signal on (another slot may be free too), and a waiter that leaves with
-// an unconsumed signal passes it on, so no release is lost.
+// waiting for a concurrency slot, in arrival order. Only the first waiter
+// asks the store: a release signals it (a second signal while one is
+// pending changes nothing), and it asks again by itself after a bounded
+// time. When it is admitted it signals the next, which becomes first
+// (another slot may be free too); a waiter that leaves with an unconsumed
+// signal passes it on, so no release is lost.
 type waitQueues struct {
 	mu      sync.Mutex
 	m       map[queueKey][]*waiter
@@ -132,7 +134,7 @@ func (q *waitQueues) removeLocked(w *waiter) bool {
 	return true
 }
 
-// notify wakes the first waiter on (h, key) that has no signal pending.
+// notify wakes the first waiter on (h, key), unless a signal is pending.
 func (q *waitQueues) notify(h *storeHandle, key driver.Key) {
 	if q.waiting.Load() == 0 {
 		return
@@ -143,11 +145,8 @@ func (q *waitQueues) notify(h *storeHandle, key driver.Key) {
 }
 
 func (q *waitQueues) signalLocked(ws []*waiter) {
-	for _, w := range ws {
-		if !w.pending {
-			w.pending = true
-			w.ch <- struct{}{}
-			return
-		}
+	if len(ws) > 0 && !ws[0].pending {
+		ws[0].pending = true
+		ws[0].ch <- struct{}{}
 	}
 }

@@ -543,10 +543,25 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 	if len(checks) == 0 {
 		return true, s.ready(ctx)
 	}
+	if err := validate(checks); err != nil {
+		return false, err
+	}
 	if dupLeases(checks) {
 		return false, driver.BadRequest(errors.New("ratesync/pgstore: one decision holds two concurrency checks on the same key"))
 	}
 	return s.run(ctx, checks, results, true)
+}
+
+// validate checks every check's policy and cost against the supported
+// ranges (driver.Check.Validate): the SQL arithmetic is exact only inside
+// them.
+func validate(checks []driver.Check) error {
+	for i := range checks {
+		if err := checks[i].Validate(); err != nil {
+			return driver.BadRequest(err)
+		}
+	}
+	return nil
 }
 
 func dupLeases(checks []driver.Check) bool {
@@ -567,6 +582,9 @@ func dupLeases(checks []driver.Check) bool {
 func (s *Store) Peek(ctx context.Context, checks []driver.Check, results []driver.Result) error {
 	if len(checks) == 0 {
 		return s.ready(ctx)
+	}
+	if err := validate(checks); err != nil {
+		return err
 	}
 	_, err := s.run(ctx, checks, results, false)
 	return err
@@ -589,6 +607,9 @@ func (s *Store) Release(ctx context.Context, key driver.Key, lease string) error
 
 // Extend implements driver.Extender.
 func (s *Store) Extend(ctx context.Context, key driver.Key, lease string, ttl time.Duration) (bool, error) {
+	if err := driver.ValidateLeaseTTL(ttl); err != nil {
+		return false, driver.BadRequest(err)
+	}
 	if err := s.ready(ctx); err != nil {
 		return false, err
 	}

@@ -71,8 +71,13 @@ func keyText(k driver.Key) string {
 	return e[:192] + "~" + hex.EncodeToString(sum[:])
 }
 
-// tagText returns s with every '}' written %7D.
+// tagText returns s with every '}' written %7D, and the empty key as "%"
+// (an empty hash tag would make Redis Cluster hash the whole key, putting
+// the key's policies in different slots; no encoded key is "%").
 func tagText(s string) string {
+	if s == "" {
+		return "%"
+	}
 	if strings.IndexByte(s, '}') < 0 {
 		return s
 	}

@@ -163,11 +163,15 @@ func MultiProcessChild(t *testing.T, o MultiProcessOptions) {
 	holders := o.Holders(t, ns)
 	r := ratesync.NewRegistry()
 	defer r.Close()
-	if err := r.AddStore("s", st); err != nil {
+	// The hammer measures the store: a generous call timeout, and store
+	// errors fail the run instead of going to a local fallback that would
+	// admit on its own.
+	if err := r.AddStore("s", st, ratesync.WithCallTimeout(5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	rule := hammerRules[tc]
 	rule.Store = "s"
+	rule.OnStoreError = ratesync.Deny
 	if err := r.ConfigureLimiter(tc, rule); err != nil {
 		t.Fatal(err)
 	}

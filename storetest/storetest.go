@@ -114,11 +114,16 @@ func (s *suite) clockStore(t *testing.T) (driver.Store, *Clock) {
 func (s *suite) registry(t *testing.T, st driver.Store, rules map[string]ratesync.Rule) *ratesync.Registry {
 	t.Helper()
 	r := ratesync.NewRegistry()
-	if err := r.AddStore("s", st); err != nil {
+	// The suite checks the store's answers: a slow call under load must
+	// not be answered by a failure policy instead.
+	if err := r.AddStore("s", st, ratesync.WithCallTimeout(10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	for name, rule := range rules {
 		rule.Store = "s"
+		if rule.OnStoreError == "" {
+			rule.OnStoreError = ratesync.Deny
+		}
 		if err := r.ConfigureLimiter(name, rule); err != nil {
 			t.Fatal(err)
 		}
