@@ -69,7 +69,7 @@ func (r *Registry) Composite(limiters map[string]string, strategy Strategy) (*Co
 	parts := slices.Sorted(maps.Keys(limiters))
 	stores := map[string][]string{} // store -> parts
 	for _, part := range parts {
-		l, err := r.Limiter(limiters[part])
+		l, err := r.Get(limiters[part])
 		if err != nil {
 			return nil, fmt.Errorf("composite part %q: %w", part, err)
 		}
@@ -100,7 +100,7 @@ func (c *Composite) Check(ctx context.Context, ids map[string]string) (Composite
 		if !ok {
 			return CompositeResult{}, fmt.Errorf("ratesync: composite: no identifier for part %q (parts: %v)", part, c.parts)
 		}
-		l, err := c.reg.GetOrClone(c.limiters[part], id)
+		l, err := c.reg.For(c.limiters[part], id)
 		if err != nil {
 			return CompositeResult{}, fmt.Errorf("ratesync: composite part %q: %w", part, err)
 		}

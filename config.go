@@ -190,7 +190,14 @@ func parseLimiter(file string, lines *lineIndex, raw string, v any) (LimiterConf
 		case "algorithm":
 			var s string
 			s, err = f.str()
-			r.Algorithm = Algorithm(s)
+			switch s {
+			case "token_bucket":
+				r.Algorithm = TokenBucket
+			case "sliding_window":
+				r.Algorithm = SlidingWindow
+			default:
+				err = f.errorf("unknown algorithm %q: use %q or %q", s, TokenBucket, SlidingWindow)
+			}
 		case "rate_per_second":
 			r.RatePerSecond, err = f.float()
 		case "burst":

@@ -235,7 +235,7 @@ func TestApplyConfigIsAllOrNothing(t *testing.T) {
 	if err := r.ApplyConfig(cfg); !errors.Is(err, ratesync.ErrStoreNotFound) {
 		t.Fatalf("got %v, want ErrStoreNotFound", err)
 	}
-	l, _ := r.Limiter("api")
+	l, _ := r.Get("api")
 	if l.Rule().RatePerSecond != 1 || len(r.Stores()) != 1 {
 		t.Fatalf("failed apply changed the registry: rate %v, stores %v", l.Rule().RatePerSecond, r.Stores())
 	}

@@ -127,17 +127,17 @@ func Get(name string) (*Limiter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.Limiter(name)
+	return r.Get(name)
 }
 
-// GetOrClone returns the limiter of rule name for one identifier (or a path
-// of identifiers) in the default registry; see Registry.GetOrClone.
-func GetOrClone(name string, ids ...string) (*Limiter, error) {
+// For returns the limiter of rule name for one identifier (or a path
+// of identifiers) in the default registry; see Registry.For.
+func For(name string, ids ...string) (*Limiter, error) {
 	r, err := Default()
 	if err != nil {
 		return nil, err
 	}
-	return r.GetOrClone(name, ids...)
+	return r.For(name, ids...)
 }
 
 // Resolve resolves a template such as "api:{user_id}" in the default
@@ -187,14 +187,4 @@ func TryDo(ctx context.Context, name string, fn func(context.Context) error, opt
 		return false, err
 	}
 	return r.TryDo(ctx, name, fn, opts...)
-}
-
-// GetState reads a limiter's state in the default registry without
-// consuming; see Limiter.State.
-func GetState(ctx context.Context, name string) (State, error) {
-	r, err := Default()
-	if err != nil {
-		return State{}, err
-	}
-	return r.State(ctx, name)
 }

@@ -75,7 +75,7 @@ func TestFailurePolicies(t *testing.T) {
 		t.Fatalf("deny: %v, want ErrStore wrapping the store's error", err)
 	}
 	// Local: burst 10 and 4 slots shared by 2 replicas: 5 tokens, 2 slots here.
-	l, _ := r.GetOrClone("local", "u1")
+	l, _ := r.For("local", "u1")
 	var leases []*ratesync.Lease
 	for i := range 3 {
 		d, err := l.Try(ctx)
@@ -184,7 +184,7 @@ func TestLogsOncePerBreakerChange(t *testing.T) {
 	r.AddStore("s", secretErrStore{fs})
 	r.ConfigureLimiter("api", ratesync.Rule{Store: "s", RatePerSecond: 100})
 	for i := range 50 {
-		r.GetOrClone("api", "client-"+string(rune('a'+i%26)))
+		r.For("api", "client-"+string(rune('a'+i%26)))
 		r.Try(ctx, "api")
 	}
 	mu.Lock()
@@ -223,8 +223,7 @@ func TestCallTimeout(t *testing.T) {
 	slow := slowStore{fs, make(chan struct{})}
 	r := ratesync.NewRegistry()
 	defer r.Close()
-	r.AddStore("slow", slow)
-	if err := r.SetCallTimeout("slow", 20*time.Millisecond); err != nil {
+	if err := r.AddStore("slow", slow, ratesync.WithCallTimeout(20*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	r.ConfigureLimiter("jobs", ratesync.Rule{Store: "slow", MaxConcurrent: 1, OnStoreError: ratesync.Deny})
@@ -246,37 +245,8 @@ func TestCallTimeout(t *testing.T) {
 		t.Fatalf("after the late release: %+v %v", d, err)
 	}
 	d.Lease.Release(ctx)
-	if err := r.SetCallTimeout("nope", time.Second); !errors.Is(err, ratesync.ErrStoreNotFound) {
-		t.Fatalf("unknown store: %v", err)
+	if err := r.AddStore("neg", slow, ratesync.WithCallTimeout(-time.Second)); !errors.Is(err, ratesync.ErrInvalidConfig) {
+		t.Fatalf("a negative call timeout: %v, want ErrInvalidConfig", err)
 	}
 }
 
-// SetCallTimeout may be called while decisions run (go test -race checks
-// that it is safe).
-func TestSetCallTimeoutWhileDeciding(t *testing.T) {
-	r := ratesync.NewRegistry()
-	defer r.Close()
-	if err := r.ConfigureStore("mem", "memory", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.ConfigureLimiter("api", ratesync.Rule{Store: "mem", RatePerSecond: 1e6, Burst: 1000}); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := range 200 {
-			r.SetCallTimeout("mem", time.Duration(i%2)*time.Second)
-		}
-	}()
-	var admitted int
-	for range 200 {
-		if d, err := r.Try(ctx, "api"); err == nil && d.Allowed {
-			admitted++
-		}
-	}
-	<-done
-	if admitted != 200 {
-		t.Fatalf("admitted %d of 200 well within the rate", admitted)
-	}
-}

@@ -43,7 +43,7 @@ func TestTryPathsAgree(t *testing.T) {
 	general, generalClk := open(ratesync.WithObserver(func(ratesync.Event) { events++ }))
 
 	limiters := func(r *ratesync.Registry, name string) []*ratesync.Limiter {
-		base, err := r.Limiter(name)
+		base, err := r.Get(name)
 		if err != nil {
 			t.Fatal(err)
 		}

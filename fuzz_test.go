@@ -92,7 +92,7 @@ func FuzzTemplate(f *testing.F) {
 		for _, p := range tp.Placeholders() {
 			values[p] = value
 		}
-		l, err := tp.Limiter(values)
+		l, err := tp.Resolve(values)
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error message")

@@ -163,7 +163,7 @@ func TestDoReleasesOnErrorAndPanic(t *testing.T) {
 	if !ran || err != nil {
 		t.Fatalf("TryDo: ran=%v err=%v (a slot leaked on error or panic?)", ran, err)
 	}
-	l, _ := r.Limiter("one")
+	l, _ := r.Get("one")
 	if m := l.Metrics(); m.CurrentConcurrent != 0 || m.Releases != 3 || m.PeakConcurrent != 1 {
 		t.Fatalf("metrics %+v", m)
 	}
@@ -171,7 +171,7 @@ func TestDoReleasesOnErrorAndPanic(t *testing.T) {
 
 func TestLeaseReleaseIsIdempotent(t *testing.T) {
 	r := newRegistry(t, map[string]ratesync.Rule{"one": {MaxConcurrent: 1, LeaseTTL: time.Minute}, "rate": {RatePerSecond: 1}})
-	l, _ := r.Limiter("one")
+	l, _ := r.Get("one")
 	lease, err := l.Acquire(ctx)
 	if err != nil || !lease.Held() {
 		t.Fatal(err)
@@ -202,7 +202,7 @@ func TestLeaseReleaseIsIdempotent(t *testing.T) {
 
 func TestCostValidation(t *testing.T) {
 	r := newRegistry(t, map[string]ratesync.Rule{"b": {RatePerSecond: 1, Burst: 3}})
-	l, _ := r.Limiter("b")
+	l, _ := r.Get("b")
 	if _, err := l.Try(ctx, ratesync.WithCost(4)); !errors.Is(err, ratesync.ErrCostTooHigh) {
 		t.Fatalf("cost 4 > burst 3: %v", err)
 	}
@@ -216,12 +216,12 @@ func TestCostValidation(t *testing.T) {
 
 func TestPerKeyLimitsAndTemplates(t *testing.T) {
 	r := newRegistry(t, map[string]ratesync.Rule{"api": {Algorithm: ratesync.SlidingWindow, Limit: 1, Window: time.Minute}})
-	a, _ := r.GetOrClone("api", "7")
+	a, _ := r.For("api", "7")
 	tmpl, err := r.Template("api:{user_id}")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := tmpl.Limiter(ratesync.Values{"user_id": "7"})
+	b, err := tmpl.Resolve(ratesync.Values{"user_id": "7"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,20 +234,20 @@ func TestPerKeyLimitsAndTemplates(t *testing.T) {
 	if d, _ := b.Try(ctx); d.Allowed {
 		t.Fatal("template limiter does not share GetOrClone's state")
 	}
-	other, _ := r.GetOrClone("api", "8")
+	other, _ := r.For("api", "8")
 	if d, _ := other.Try(ctx); !d.Allowed {
 		t.Fatal("user 8 limited by user 7")
 	}
-	base, _ := r.Limiter("api")
+	base, _ := r.Get("api")
 	if d, _ := base.Try(ctx); !d.Allowed {
 		t.Fatal("base limiter shares state with a per-key one")
 	}
 
 	// Separators cannot make two identifier lists collide.
-	k1, _ := r.GetOrClone("api", "a", "b:c")
-	k2, _ := r.GetOrClone("api", "a:b", "c")
-	k3, _ := r.GetOrClone("api", "a:b:c")
-	k4, _ := r.GetOrClone("api", "a%3Ab", "c")
+	k1, _ := r.For("api", "a", "b:c")
+	k2, _ := r.For("api", "a:b", "c")
+	k3, _ := r.For("api", "a:b:c")
+	k4, _ := r.For("api", "a%3Ab", "c")
 	seen := map[string]bool{}
 	for _, k := range []*ratesync.Limiter{k1, k2, k3, k4} {
 		if seen[k.Key()] {
@@ -284,7 +284,7 @@ func TestCloneAndValidation(t *testing.T) {
 	if err := r.Clone("platform_api", "tenant:42", func(rule *ratesync.Rule) { rule.RatePerSecond = 100 }); err != nil {
 		t.Fatal(err)
 	}
-	l, err := r.Limiter("tenant:42")
+	l, err := r.Get("tenant:42")
 	if err != nil || l.Rule().RatePerSecond != 100 || l.Rule().Timeout != time.Second {
 		t.Fatalf("clone: %v %+v", err, l.Rule())
 	}
@@ -333,7 +333,7 @@ func TestFailurePolicy(t *testing.T) {
 	if _, err := r.Acquire(ctx, "closed"); !errors.Is(err, errDown) {
 		t.Fatalf("acquire fail closed: %v", err)
 	}
-	l, _ := r.Limiter("open")
+	l, _ := r.Get("open")
 	if l.Metrics().Errors != 1 {
 		t.Fatalf("errors metric %d", l.Metrics().Errors)
 	}
@@ -352,7 +352,7 @@ func TestObserverGetsOneEventPerDecision(t *testing.T) {
 		events = append(events, e)
 		mu.Unlock()
 	}))
-	l, _ := r.GetOrClone("api", "user-1")
+	l, _ := r.For("api", "user-1")
 	l.Try(ctx)
 	l.Try(ctx)
 	l.Acquire(ctx) // waits ~50ms: one event, not one per retry
@@ -393,7 +393,7 @@ func TestCompositeLogin(t *testing.T) {
 		t.Fatalf("11th: %+v", res)
 	}
 	// The denial consumed nothing from the IP limiter.
-	ipl, _ := r.GetOrClone("login_ip", "1.2.3.4")
+	ipl, _ := r.For("login_ip", "1.2.3.4")
 	if st, _ := ipl.State(ctx); st.Remaining != 10 {
 		t.Fatalf("ip remaining %d, want 10", st.Remaining)
 	}
@@ -467,8 +467,8 @@ func TestConcurrentRegistryUse(t *testing.T) {
 
 func TestTryAllocatesNothing(t *testing.T) {
 	r := newRegistry(t, map[string]ratesync.Rule{"api": {RatePerSecond: 1e6, Burst: 1e9}, "win": {Algorithm: ratesync.SlidingWindow, Limit: 1 << 20, Window: time.Millisecond}})
-	l, _ := r.Limiter("api")
-	w, _ := r.Limiter("win")
+	l, _ := r.Get("api")
+	w, _ := r.Get("win")
 	l.For("warm").Try(ctx)
 	w.Try(ctx)
 	tests := map[string]func(){
@@ -485,7 +485,7 @@ func TestTryAllocatesNothing(t *testing.T) {
 }
 
 func mustKey(r *ratesync.Registry, name string, ids ...string) string {
-	l, err := r.GetOrClone(name, ids...)
+	l, err := r.For(name, ids...)
 	if err != nil {
 		panic(err)
 	}

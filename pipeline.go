@@ -35,7 +35,7 @@ type storeHandle struct {
 	prep driver.Preparer
 	br   breaker
 	// callTimeout bounds a call's wait for the store, in ns; 0 is no
-	// bound. SetCallTimeout may change it while calls read it.
+	// bound.
 	callTimeout atomic.Int64
 	// leases counts the leases this store granted that are not released
 	// yet; a replaced store is closed when it reaches zero (retire).

@@ -172,7 +172,14 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func breakerOf(r *ratesync.Registry) ratesync.BreakerState { return r.BreakerStates()["f"] }
+func breakerOf(r *ratesync.Registry) ratesync.BreakerState {
+	for _, s := range r.Stores() {
+		if s.Name == "f" {
+			return s.Breaker
+		}
+	}
+	return ""
+}
 
 // Finding 1: a probe whose caller cancels must not keep the breaker open.
 // The probe's store call goes on, and its answer closes the breaker.
@@ -246,7 +253,7 @@ func TestBadRequestsDoNotOpenTheBreaker(t *testing.T) {
 		return nil
 	}
 	r := fakeRegistry(t, f, map[string]ratesync.Rule{"login": {Algorithm: ratesync.SlidingWindow, Limit: 3, Window: time.Minute}})
-	bad, _ := r.GetOrClone("login", "victim\x00")
+	bad, _ := r.For("login", "victim\x00")
 	for range 50 {
 		d, err := bad.Try(ctx)
 		if err != nil || !d.Fallback {
@@ -256,7 +263,7 @@ func TestBadRequestsDoNotOpenTheBreaker(t *testing.T) {
 	if st := breakerOf(r); st != ratesync.BreakerClosed {
 		t.Fatalf("breaker %s after 50 bad requests, want closed", st)
 	}
-	good, _ := r.GetOrClone("login", "victim")
+	good, _ := r.For("login", "victim")
 	admitted := 0
 	for range 10 {
 		d, err := good.Try(ctx)
@@ -296,13 +303,13 @@ func TestEveryOperationIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slots, _ := r.Limiter("slots")
+	slots, _ := r.Get("slots")
 	held, err := slots.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.blackHole()
-	api, _ := r.Limiter("api")
+	api, _ := r.Get("api")
 	ops := []struct {
 		name string
 		fn   func(context.Context) error
@@ -452,7 +459,7 @@ func TestLostNotificationDoesNotHoldAFreeSlot(t *testing.T) {
 		l.Release(ctx)
 		got <- err
 	}()
-	w, _ := waiters.Limiter("one")
+	w, _ := waiters.Get("one")
 	// Queued, and denied again after joining the queue: it now waits.
 	waitFor(t, time.Second, "the waiter never queued", func() bool { return w.Metrics().Waiting == 1 && f.calls.Load() >= calls+2 })
 	if err := lease.Release(ctx); err != nil {
@@ -494,7 +501,7 @@ func TestNewcomersQueueBehindWaiters(t *testing.T) {
 		order <- i
 		l.Release(ctx)
 	}
-	w, _ := waiters.Limiter("one")
+	w, _ := waiters.Get("one")
 	wg.Add(2)
 	go acquire(1)
 	waitFor(t, time.Second, "the first waiter never queued", func() bool { return w.Metrics().Waiting == 1 && f.calls.Load() >= calls+2 })
@@ -533,9 +540,9 @@ func TestLimitersFromBeforeCloseAreClosed(t *testing.T) {
 	r.ConfigureLimiter("api", ratesync.Rule{Store: "m", RatePerSecond: 10})
 	r.ConfigureLimiter("slots", ratesync.Rule{Store: "m", MaxConcurrent: 1})
 	r.ConfigureLimiter("own", ratesync.Rule{Store: "mine", RatePerSecond: 10})
-	api, _ := r.Limiter("api")
-	slots, _ := r.Limiter("slots")
-	own, _ := r.Limiter("own")
+	api, _ := r.Get("api")
+	slots, _ := r.Get("slots")
+	own, _ := r.Get("own")
 	user := api.For("u1")
 	r.Close()
 	if _, err := own.Try(ctx); !errors.Is(err, ratesync.ErrClosed) {
@@ -615,9 +622,9 @@ func TestReleaseRetriesTransientErrors(t *testing.T) {
 // identifiers included.
 func TestEmptyIdentifiersAreDistinct(t *testing.T) {
 	r := newRegistry(t, map[string]ratesync.Rule{"api": {RatePerSecond: 1}})
-	base, _ := r.Limiter("api")
-	x, _ := r.GetOrClone("api", "x")
-	emptyX, _ := r.GetOrClone("api", "", "x")
+	base, _ := r.Get("api")
+	x, _ := r.For("api", "x")
+	emptyX, _ := r.For("api", "", "x")
 	tmplEmpty, _ := r.Resolve("api:{a}:{b}", ratesync.Values{"a": "", "b": "x"})
 	tmplNone, _ := r.Resolve("api:{b}", ratesync.Values{"b": "x"})
 	keys := map[string]string{}

@@ -102,37 +102,6 @@ func WithStoreObserver(fn StoreObserver) RegistryOption {
 	return func(r *Registry) { r.storeObs = fn }
 }
 
-// SetCallTimeout sets how long a call waits for the store name before it
-// gives up with ErrCallTimeout (and a decision's failure policy answers);
-// 0 means no bound but the caller's context. Stores default to
-// DefaultCallTimeout (call_timeout_seconds), except in-process stores,
-// which are never bounded.
-func (r *Registry) SetCallTimeout(name string, d time.Duration) error {
-	if d < 0 {
-		return &ConfigError{Table: "stores." + name, Key: "call_timeout_seconds", Msg: "must be >= 0"}
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	h := r.stores[name]
-	if h == nil {
-		return notFound(ErrStoreNotFound, name)
-	}
-	h.callTimeout.Store(int64(d))
-	return nil
-}
-
-// BreakerStates returns the state of each store's circuit breaker, by
-// store name.
-func (r *Registry) BreakerStates() map[string]BreakerState {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	out := make(map[string]BreakerState, len(r.stores))
-	for name, h := range r.stores {
-		out[name] = h.br.state()
-	}
-	return out
-}
-
 // WithObserver sets a function that receives one Event per decision.
 func WithObserver(fn Observer) RegistryOption {
 	return func(r *Registry) { r.observer = fn }
@@ -387,8 +356,8 @@ func (r *Registry) Clone(source, name string, edit func(*Rule)) error {
 	return r.ConfigureLimiter(name, rule)
 }
 
-// Limiter returns the limiter name.
-func (r *Registry) Limiter(name string) (*Limiter, error) {
+// Get returns the limiter name.
+func (r *Registry) Get(name string) (*Limiter, error) {
 	r.mu.RLock()
 	rs := r.rules[name]
 	r.mu.RUnlock()
@@ -401,13 +370,13 @@ func (r *Registry) Limiter(name string) (*Limiter, error) {
 	return rs.base, nil
 }
 
-// GetOrClone returns the limiter of rule name for one identifier (or a
+// For returns the limiter of rule name for one identifier (or a
 // path of identifiers, such as tenant then user): the same rule, state of
 // its own. Per-key state lives in the store and expires when idle, so any
 // number of identifiers can be used. It is Limiter(name) followed by For
 // for each identifier.
-func (r *Registry) GetOrClone(name string, ids ...string) (*Limiter, error) {
-	l, err := r.Limiter(name)
+func (r *Registry) For(name string, ids ...string) (*Limiter, error) {
+	l, err := r.Get(name)
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +388,7 @@ func (r *Registry) GetOrClone(name string, ids ...string) (*Limiter, error) {
 
 // Try is shorthand for Limiter(name) followed by Try.
 func (r *Registry) Try(ctx context.Context, name string, opts ...CallOption) (Decision, error) {
-	l, err := r.Limiter(name)
+	l, err := r.Get(name)
 	if err != nil {
 		return Decision{Limiter: name}, err
 	}
@@ -428,7 +397,7 @@ func (r *Registry) Try(ctx context.Context, name string, opts ...CallOption) (De
 
 // Acquire is shorthand for Limiter(name) followed by Acquire.
 func (r *Registry) Acquire(ctx context.Context, name string, opts ...CallOption) (*Lease, error) {
-	l, err := r.Limiter(name)
+	l, err := r.Get(name)
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +406,7 @@ func (r *Registry) Acquire(ctx context.Context, name string, opts ...CallOption)
 
 // Do is shorthand for Limiter(name) followed by Do.
 func (r *Registry) Do(ctx context.Context, name string, fn func(context.Context) error, opts ...CallOption) error {
-	l, err := r.Limiter(name)
+	l, err := r.Get(name)
 	if err != nil {
 		return err
 	}
@@ -446,7 +415,7 @@ func (r *Registry) Do(ctx context.Context, name string, fn func(context.Context)
 
 // TryDo is shorthand for Limiter(name) followed by TryDo.
 func (r *Registry) TryDo(ctx context.Context, name string, fn func(context.Context) error, opts ...CallOption) (bool, error) {
-	l, err := r.Limiter(name)
+	l, err := r.Get(name)
 	if err != nil {
 		return false, err
 	}
@@ -455,7 +424,7 @@ func (r *Registry) TryDo(ctx context.Context, name string, fn func(context.Conte
 
 // State is shorthand for Limiter(name) followed by State.
 func (r *Registry) State(ctx context.Context, name string) (State, error) {
-	l, err := r.Limiter(name)
+	l, err := r.Get(name)
 	if err != nil {
 		return State{}, err
 	}

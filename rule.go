@@ -9,15 +9,18 @@ import (
 	"github.com/rate-sync/ratesync-go/driver"
 )
 
-// Algorithm names the rate algorithm of a rule.
-type Algorithm string
+// Algorithm is the rate algorithm of a rule: TokenBucket or
+// SlidingWindow, the driver's policy kinds (algorithm = "token_bucket" or
+// "sliding_window" in a configuration file).
+type Algorithm = driver.Kind
 
+// The rate algorithms.
 const (
 	// TokenBucket paces requests at RatePerSecond with up to Burst at once.
 	// It is the default.
-	TokenBucket Algorithm = "token_bucket"
+	TokenBucket = driver.TokenBucket
 	// SlidingWindow admits at most Limit requests in any Window.
-	SlidingWindow Algorithm = "sliding_window"
+	SlidingWindow = driver.SlidingWindow
 )
 
 // DefaultLeaseTTL is how long a concurrency lease lives when the rule sets
@@ -35,7 +38,7 @@ const DefaultLeaseTTL = 5 * time.Minute
 type Rule struct {
 	// Store names the store that keeps the rule's state. Required.
 	Store string
-	// Algorithm is TokenBucket or SlidingWindow. Empty means TokenBucket,
+	// Algorithm is TokenBucket or SlidingWindow. Zero means TokenBucket,
 	// or SlidingWindow when Limit and Window are set.
 	Algorithm Algorithm
 	// RatePerSecond is the token bucket rate (rate_per_second).
@@ -159,7 +162,7 @@ func (r Rule) normalize() (Rule, error) {
 		r.FallbackReplicas = 1
 	}
 	windowSet := r.Limit != 0 || r.Window != 0
-	if r.Algorithm == "" {
+	if r.Algorithm == 0 {
 		r.Algorithm = TokenBucket
 		if windowSet && r.RatePerSecond == 0 {
 			r.Algorithm = SlidingWindow

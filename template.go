@@ -81,10 +81,10 @@ func (t *Template) Placeholders() []string { return append([]string(nil), t.name
 // String returns the template text.
 func (t *Template) String() string { return t.text }
 
-// Limiter resolves the template with values and returns the per-key
+// Resolve resolves the template with values and returns the per-key
 // limiter. A placeholder without a value is an error naming it (matching
 // ErrMissingValue).
-func (t *Template) Limiter(values Values) (*Limiter, error) {
+func (t *Template) Resolve(values Values) (*Limiter, error) {
 	ids := make([]string, len(t.segments))
 	for i, seg := range t.segments {
 		var b strings.Builder
@@ -101,7 +101,7 @@ func (t *Template) Limiter(values Values) (*Limiter, error) {
 		}
 		ids[i] = b.String()
 	}
-	return t.reg.GetOrClone(t.base, ids...)
+	return t.reg.For(t.base, ids...)
 }
 
 // Resolve parses tmpl and resolves it with values: Template followed by
@@ -111,5 +111,5 @@ func (r *Registry) Resolve(tmpl string, values Values) (*Limiter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return t.Limiter(values)
+	return t.Resolve(values)
 }

@@ -47,7 +47,7 @@ var middlewares = []struct {
 		if err := r.ConfigureLimiter("api", ratesync.Rule{Store: "mem", RatePerSecond: ratesyncRate, Burst: ratesyncBurst}); err != nil {
 			b.Fatal(err)
 		}
-		l, _ := r.Limiter("api")
+		l, _ := r.Get("api")
 		return httplimit.New(l, httplimit.ClientIP())
 	}},
 	{"httprate", func(b *testing.B) func(http.Handler) http.Handler {

@@ -72,7 +72,7 @@ func ratesyncDecider(b *testing.B) decider {
 	if err := r.ConfigureLimiter("api", ratesync.Rule{Store: "mem", RatePerSecond: ratesyncRate, Burst: ratesyncBurst}); err != nil {
 		b.Fatal(err)
 	}
-	l, _ := r.Limiter("api")
+	l, _ := r.Get("api")
 	return func(ctx context.Context, key string) bool {
 		d, err := l.For(key).Try(ctx)
 		return err == nil && d.Allowed && !d.FailedOpen // a store error is no decision

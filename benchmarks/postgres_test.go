@@ -109,7 +109,7 @@ func pgRatesync(b *testing.B, p *pgxpool.Pool, unlogged bool) decider {
 	if err := r.ConfigureLimiter("api", ratesync.Rule{Store: "pg", RatePerSecond: ratesyncRate, Burst: ratesyncBurst}); err != nil {
 		b.Fatal(err)
 	}
-	l, _ := r.Limiter("api")
+	l, _ := r.Get("api")
 	return func(ctx context.Context, key string) bool {
 		d, err := l.For(key).Try(ctx)
 		return err == nil && d.Allowed && !d.FailedOpen // a store error is no decision

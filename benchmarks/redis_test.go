@@ -75,7 +75,7 @@ var redisLibraries = []struct {
 		if err := r.ConfigureLimiter("api", ratesync.Rule{Store: "redis", RatePerSecond: redisRate, Burst: redisRate}); err != nil {
 			b.Fatal(err)
 		}
-		l, _ := r.Limiter("api")
+		l, _ := r.Get("api")
 		return func(ctx context.Context, key string) bool {
 			d, err := l.For(key).Try(ctx)
 			return err == nil && d.Allowed

@@ -34,7 +34,7 @@ func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part,
 		if _, dup := limiters[p.Name]; dup {
 			return nil, fmt.Errorf("httplimit: composite part %q given twice", p.Name)
 		}
-		l, err := reg.Limiter(p.Limiter)
+		l, err := reg.Get(p.Limiter)
 		if err != nil {
 			return nil, fmt.Errorf("httplimit: composite part %q: %w", p.Name, err)
 		}

@@ -164,7 +164,7 @@ func TestE2EServer(t *testing.T) {
 	if err := reg.ConfigureLimiter("api", ratesync.Rule{Store: "s", Algorithm: ratesync.SlidingWindow, Limit: e2eLimit, Window: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	api, _ := reg.Limiter("api")
+	api, _ := reg.Get("api")
 	mw := httplimit.New(api, httplimit.Header("X-Api-Key"))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

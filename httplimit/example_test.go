@@ -58,7 +58,7 @@ func ExampleNew_tiers() {
 	byTier := map[string]http.Handler{}
 	for plan, perHour := range plans {
 		reg.ConfigureLimiter("api_"+plan, ratesync.Rule{Store: "mem", Algorithm: ratesync.SlidingWindow, Limit: perHour, Window: time.Hour})
-		l, _ := reg.Limiter("api_" + plan)
+		l, _ := reg.Get("api_" + plan)
 		byTier[plan] = httplimit.New(l, httplimit.Hashed(httplimit.Header("X-API-Key")))(handler)
 	}
 	api := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -83,7 +83,7 @@ func ExampleContextValue() {
 	defer reg.Close()
 	reg.ConfigureStore("mem", "memory", nil)
 	reg.ConfigureLimiter("platform_api", ratesync.Rule{Store: "mem", RatePerSecond: 50, Burst: 100})
-	l, _ := reg.Limiter("platform_api")
+	l, _ := reg.Get("platform_api")
 	perTenant := httplimit.New(l, httplimit.ContextValue(tenantKey{}))
 	h := perTenant(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	req := httptest.NewRequest("GET", "/", nil)

@@ -36,7 +36,7 @@ func registry(t *testing.T, rules map[string]ratesync.Rule) *ratesync.Registry {
 
 func limiter(t *testing.T, r *ratesync.Registry, name string) *ratesync.Limiter {
 	t.Helper()
-	l, err := r.Limiter(name)
+	l, err := r.Get(name)
 	if err != nil {
 		t.Fatal(err)
 	}

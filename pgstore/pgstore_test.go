@@ -184,8 +184,8 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 		}
 	}
 	comp, _ := r.Composite(map[string]string{"ip": "ip", "account": "account"}, ratesync.AllMustPass)
-	bucket, _ := r.Limiter("bucket")
-	combined, _ := r.GetOrClone("combined", "u1")
+	bucket, _ := r.Get("bucket")
+	combined, _ := r.For("combined", "u1")
 	for name, run := range map[string]func() error{
 		"token bucket": func() error { _, err := bucket.Try(bg); return err },
 		"window+lease": func() error {
@@ -320,7 +320,7 @@ window_seconds = 60
 		t.Fatal(err)
 	}
 	for i, want := range []bool{true, true, false} {
-		l, _ := r.GetOrClone("api", "user-7")
+		l, _ := r.For("api", "user-7")
 		d, err := l.Try(bg)
 		if err != nil || d.Allowed != want {
 			t.Fatalf("try %d: %+v %v, want allowed=%v", i, d, err, want)

@@ -157,12 +157,12 @@ func (g gauges) Collect(ch chan<- prometheus.Metric) {
 	breakers := map[string]ratesync.BreakerState{}
 	for _, reg := range regs {
 		for _, l := range reg.Limiters() {
-			if lim, err := reg.Limiter(l.Name); err == nil {
+			if lim, err := reg.Get(l.Name); err == nil {
 				leases[l.Name] += float64(lim.Metrics().CurrentConcurrent)
 			}
 		}
-		for name, st := range reg.BreakerStates() {
-			breakers[name] = st
+		for _, st := range reg.Stores() {
+			breakers[st.Name] = st.Breaker
 		}
 	}
 	for name, n := range leases {

@@ -37,14 +37,14 @@ func setup(t *testing.T) (*prometheus.Registry, *ratesyncprom.Metrics, *ratesync
 
 func TestMetrics(t *testing.T) {
 	pr, _, reg := setup(t)
-	api, _ := reg.Limiter("api")
+	api, _ := reg.Get("api")
 	// 100 clients: the labels must not grow with them.
 	for i := range 100 {
 		for range 3 {
 			api.For("client-" + strconv.Itoa(i)).Try(ctx)
 		}
 	}
-	jobs, _ := reg.Limiter("jobs")
+	jobs, _ := reg.Get("jobs")
 	held, err := jobs.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)

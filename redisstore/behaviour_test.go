@@ -90,7 +90,7 @@ func TestOneScriptCallPerDecision(t *testing.T) {
 		run     func(t *testing.T) (releases int)
 	}{
 		{"token bucket", 50, false, func(t *testing.T) int {
-			l, _ := r.Limiter("bucket")
+			l, _ := r.Get("bucket")
 			for range 50 {
 				if d, err := l.Try(bg); err != nil || !d.Allowed {
 					t.Fatal(d, err)
@@ -99,7 +99,7 @@ func TestOneScriptCallPerDecision(t *testing.T) {
 			return 0
 		}},
 		{"window+lease on one key", 50, false, func(t *testing.T) int {
-			l, _ := r.GetOrClone("combined", "user-1")
+			l, _ := r.For("combined", "user-1")
 			var leases []*ratesync.Lease
 			for range 50 {
 				d, err := l.Try(bg)
@@ -123,7 +123,7 @@ func TestOneScriptCallPerDecision(t *testing.T) {
 			return 0
 		}},
 		{"64 goroutines at once", 640, true, func(t *testing.T) int {
-			l, _ := r.GetOrClone("bucket", "concurrent")
+			l, _ := r.For("bucket", "concurrent")
 			var wg sync.WaitGroup
 			for range 64 {
 				wg.Add(1)
@@ -352,8 +352,8 @@ func TestBatchedAnswersReachTheirCallers(t *testing.T) {
 		"bucket": {RatePerSecond: 0.001, Burst: burst},
 		"window": {Algorithm: ratesync.SlidingWindow, Limit: 1 << 20, Window: time.Hour},
 	})
-	bucket, _ := r.Limiter("bucket")
-	window, _ := r.Limiter("window")
+	bucket, _ := r.Get("bucket")
+	window, _ := r.Get("window")
 	calls0 := scriptCalls(t, c)
 	var mu sync.Mutex
 	seen := make(map[int]int)
@@ -611,7 +611,7 @@ func TestDecisionNotResentByClient(t *testing.T) {
 				if err := r.ConfigureLimiter("w", ratesync.Rule{Store: "proxied", Algorithm: ratesync.SlidingWindow, Limit: 10, Window: time.Hour, OnStoreError: ratesync.Deny}); err != nil {
 					t.Fatal(err)
 				}
-				l, _ := r.Limiter("w")
+				l, _ := r.Get("w")
 				decide = func() (bool, error) { d, err := l.Try(bg); return d.Allowed, err }
 			} else {
 				pc := redis.NewClient(&redis.Options{Addr: proxy, DB: o.DB, ReadTimeout: 100 * time.Millisecond})
@@ -647,7 +647,7 @@ func TestHostileIdentifiers(t *testing.T) {
 		"\n", "line\nnext", "'; DROP TABLE rate_limits; --", mega, mega + "y", strings.Repeat("é", 200), strings.Repeat("é", 200) + "!"}
 	for round, want := range []bool{true, false} {
 		for _, id := range ids {
-			l, err := r.GetOrClone("login", id)
+			l, err := r.For("login", id)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -158,7 +158,7 @@ func TestColocatedCompositeHammer(t *testing.T) {
 				t.Fatal(res, err)
 			}
 		}
-		alice, _ := r.GetOrClone("login_account", "alice")
+		alice, _ := r.For("login_account", "alice")
 		var wrong, seen, looks atomic.Int64
 		done := make(chan struct{})
 		observed := make(chan struct{})
@@ -235,7 +235,7 @@ func TestColocatedCompositeHammer(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		bob, _ := r.GetOrClone("login_account", "bob")
+		bob, _ := r.For("login_account", "bob")
 		st, err := bob.State(bg)
 		if err != nil {
 			t.Fatal(err)

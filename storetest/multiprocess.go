@@ -175,7 +175,7 @@ func MultiProcessChild(t *testing.T, o MultiProcessOptions) {
 	if err := r.ConfigureLimiter(tc, rule); err != nil {
 		t.Fatal(err)
 	}
-	l, err := r.Limiter(tc)
+	l, err := r.Get(tc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func Outage(t *testing.T, o OutageOptions) {
 		go func() {
 			defer wg.Done()
 			p := policies[g%3]
-			l, _ := r.GetOrClone(string(p), "client-"+strconv.Itoa(g))
+			l, _ := r.For(string(p), "client-"+strconv.Itoa(g))
 			for {
 				select {
 				case <-stop:

@@ -577,7 +577,7 @@ func (s *suite) hammerTokenBucketBound(t *testing.T) {
 	st := s.store(t)
 	const rate, burst = 2000.0, 10
 	r := s.registry(t, st, map[string]ratesync.Rule{"tb": {RatePerSecond: rate, Burst: burst}})
-	l, _ := r.Limiter("tb")
+	l, _ := r.Get("tb")
 	per := s.n(1000)
 	var admitted, errs atomic.Int64
 	start := time.Now()
@@ -640,7 +640,7 @@ func (s *suite) hammerConcurrency(t *testing.T) {
 	if peak.Load() < 2 {
 		t.Fatalf("peak live holders %d: tasks never overlapped", peak.Load())
 	}
-	l, _ := r.Limiter("upload")
+	l, _ := r.Get("upload")
 	if st, err := l.State(ctx); err != nil || st.Remaining != 5 {
 		t.Fatalf("state after all released: %+v %v, want 5 remaining", st, err)
 	}
@@ -661,7 +661,7 @@ func (s *suite) waitPacing(t *testing.T) {
 	if el := time.Since(start); el < 195*time.Millisecond {
 		t.Fatalf("3 acquires at 10/s took %v, want >= 200ms", el)
 	}
-	l, _ := r.Limiter("api")
+	l, _ := r.Get("api")
 	m := l.Metrics()
 	if m.Acquisitions != 3 || m.MaxWait < 90*time.Millisecond || m.AvgWait() <= 0 {
 		t.Fatalf("metrics %+v", m)
@@ -704,7 +704,7 @@ func (s *suite) waitGivesUpAtOnce(t *testing.T) {
 	if el := time.Since(start); el < 45*time.Millisecond {
 		t.Fatalf("slot wait gave up after %v, before its 50ms budget", el)
 	}
-	l, _ := r.Limiter("slots")
+	l, _ := r.Get("slots")
 	if l.Metrics().Timeouts != 1 {
 		t.Fatalf("timeouts = %d, want 1", l.Metrics().Timeouts)
 	}
@@ -719,7 +719,7 @@ func (s *suite) waitGivesUpAtOnce(t *testing.T) {
 func (s *suite) concurrencyFIFO(t *testing.T) {
 	st := s.store(t)
 	r := s.registry(t, st, map[string]ratesync.Rule{"one": {MaxConcurrent: 1, Timeout: 10 * time.Second}})
-	l, _ := r.Limiter("one")
+	l, _ := r.Get("one")
 	held, err := l.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)

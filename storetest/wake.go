@@ -39,7 +39,7 @@ func ReleaseWakesWaiters(t *testing.T, o WakeOptions) {
 	if err := r.ConfigureLimiter("one", ratesync.Rule{Store: "store", MaxConcurrent: 1, LeaseTTL: time.Minute, Timeout: 20 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	l, _ := r.Limiter("one")
+	l, _ := r.Get("one")
 	held, err := l.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -18,7 +18,7 @@ func newHandler(reg *ratesync.Registry) (http.Handler, error) {
 	if err := reg.ConfigureLimiter("api", ratesync.Rule{Store: "mem", RatePerSecond: 2, Burst: 2}); err != nil {
 		return nil, err
 	}
-	api, err := reg.Limiter("api")
+	api, err := reg.Get("api")
 	if err != nil {
 		return nil, err
 	}
