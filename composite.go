@@ -152,7 +152,7 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 		for i, l := range lims {
 			d.Limiter = c.parts[i]
 			res.Results[c.parts[i]] = d
-			l.r.m.admitted(0)
+			l.r.m.admitted()
 			c.observe(l, d, nil)
 		}
 		res.MostRestrictive, res.Lease = res.Results[c.parts[0]], failedOpenLease
@@ -175,7 +175,7 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 		res.Results[c.parts[i]] = d
 		switch {
 		case dec.allowed:
-			l.r.m.admitted(0)
+			l.r.m.admitted()
 			if bind < 0 || d.Remaining < res.Results[c.parts[bind]].Remaining {
 				bind = i
 			}

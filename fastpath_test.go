@@ -2,6 +2,7 @@ package ratesync_test
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -70,7 +71,7 @@ func TestTryPathsAgree(t *testing.T) {
 			generalClk.Advance(70 * time.Millisecond)
 		}
 		for i := range ls {
-			if ms, mg := ls[i].Metrics(), lg[i].Metrics(); ms != mg {
+			if ms, mg := ls[i].Metrics(), lg[i].Metrics(); !reflect.DeepEqual(ms, mg) {
 				t.Fatalf("%s metrics differ: short %+v, general %+v", name, ms, mg)
 			}
 		}

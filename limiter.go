@@ -251,10 +251,13 @@ func (reg *Registry) decideParts(ctx context.Context, h *storeHandle, parts []pa
 			policy = p.rs.rule.OnStoreError
 		}
 	}
-	switch policy {
-	case Deny:
+	if policy == Deny {
 		return decision{}, fmt.Errorf("%w: %w", ErrStore, err)
-	case Allow:
+	}
+	for _, p := range parts {
+		p.rs.m.fallbacks.Add(1)
+	}
+	if policy == Allow {
 		return decision{allowed: true, h: h, failedOpen: true, answered: time.Now()}, nil
 	}
 	fb := reg.fallbackStore()
@@ -423,7 +426,7 @@ func (l *Limiter) try(ctx context.Context, opts []CallOption) (Decision, error) 
 	a, err := l.decide(ctx, l.skey(), o.cost)
 	if err == nil {
 		if a.d.Allowed {
-			l.r.m.admitted(0)
+			l.r.m.admitted()
 		} else {
 			l.r.m.denials.Add(1)
 		}
@@ -509,7 +512,7 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 		}
 		if a.d.Allowed {
 			wait := a.answered.Sub(start)
-			rs.m.admitted(wait)
+			rs.m.acquired(wait)
 			if w != nil {
 				rs.reg.queues.admitted(w)
 			}

@@ -14,11 +14,73 @@ type Metrics struct {
 	Timeouts          int64         // Acquire calls that gave up waiting
 	Waiting           int64         // Acquire calls waiting now (for a slot or for the rate)
 	Errors            int64         // store errors (whatever the failure policy did)
+	Fallbacks         int64         // decisions the failure policy answered (local or allow) instead of the store
 	Releases          int64         // leases released
 	TotalWait         time.Duration // time Acquire spent waiting, summed
 	MaxWait           time.Duration // longest Acquire wait
 	CurrentConcurrent int64         // leases held now by this process
 	PeakConcurrent    int64         // highest CurrentConcurrent seen
+	// Wait is how long admitted requests waited: Acquire's waits, and
+	// admissions by Try as waits of zero. Its Count is Acquisitions.
+	Wait Histogram
+}
+
+// Histogram is a distribution of durations, as Prometheus histograms
+// count them: Counts[i] is how many were at most Bounds[i] (cumulative),
+// Count how many there were in all, Sum their total.
+type Histogram struct {
+	Bounds []time.Duration
+	Counts []int64
+	Count  int64
+	Sum    time.Duration
+}
+
+// Bucket bounds: rate-sync's for waits (its dashboards keep working), and
+// a finer range for store calls.
+var (
+	waitBounds  = seconds(.001, .005, .01, .025, .05, .075, .1, .25, .5, .75, 1, 2.5, 5, 7.5, 10)
+	storeBounds = seconds(.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1)
+)
+
+func seconds(s ...float64) []time.Duration {
+	out := make([]time.Duration, len(s))
+	for i, x := range s {
+		out[i] = time.Duration(x * float64(time.Second))
+	}
+	return out
+}
+
+// histogram counts durations in the buckets of bounds (one more for the
+// values above the last bound), with atomic counters.
+type histogram struct {
+	bounds  []time.Duration
+	buckets []atomic.Int64
+	sum     atomic.Int64
+}
+
+func (h *histogram) init(bounds []time.Duration) {
+	h.bounds, h.buckets = bounds, make([]atomic.Int64, len(bounds)+1)
+}
+
+func (h *histogram) observe(d time.Duration) {
+	i := 0
+	for i < len(h.bounds) && d > h.bounds[i] {
+		i++
+	}
+	h.buckets[i].Add(1)
+	h.sum.Add(int64(d))
+}
+
+// snapshot returns the histogram with zeros more values of zero.
+func (h *histogram) snapshot(zeros int64) Histogram {
+	out := Histogram{Bounds: h.bounds, Counts: make([]int64, len(h.bounds)), Sum: time.Duration(h.sum.Load())}
+	n := zeros
+	for i := range h.bounds {
+		n += h.buckets[i].Load()
+		out.Counts[i] = n
+	}
+	out.Count = n + h.buckets[len(h.bounds)].Load()
+	return out
 }
 
 // AvgWait returns TotalWait / Acquisitions.
@@ -30,13 +92,22 @@ func (m Metrics) AvgWait() time.Duration {
 }
 
 type metrics struct {
-	acquisitions, denials, timeouts, errors, releases, waiting atomic.Int64
-	totalWait, maxWait                                         atomic.Int64
-	current, peak                                              atomic.Int64
+	acquisitions, denials, timeouts, errors, fallbacks, releases, waiting atomic.Int64
+	totalWait, maxWait                                                    atomic.Int64
+	current, peak                                                         atomic.Int64
+	// waits counts Acquire's admissions (other admissions waited zero).
+	waits histogram
 }
 
-func (m *metrics) admitted(wait time.Duration) {
+func (m *metrics) init() { m.waits.init(waitBounds) }
+
+// admitted records an admission without waiting (Try, composites).
+func (m *metrics) admitted() { m.acquisitions.Add(1) }
+
+// acquired records an admission by Acquire after wait.
+func (m *metrics) acquired(wait time.Duration) {
 	m.acquisitions.Add(1)
+	m.waits.observe(wait)
 	if wait > 0 {
 		m.totalWait.Add(int64(wait))
 		for {
@@ -70,12 +141,15 @@ func (m *metrics) snapshot() Metrics {
 		Timeouts:          m.timeouts.Load(),
 		Waiting:           m.waiting.Load(),
 		Errors:            m.errors.Load(),
+		Fallbacks:         m.fallbacks.Load(),
 		Releases:          m.releases.Load(),
 		TotalWait:         time.Duration(m.totalWait.Load()),
 		MaxWait:           time.Duration(m.maxWait.Load()),
 		CurrentConcurrent: m.current.Load(),
 		PeakConcurrent:    m.peak.Load(),
 	}
+	w := m.waits.snapshot(0)
+	s.Wait = m.waits.snapshot(max(0, s.Acquisitions-w.Count))
 	return s
 }
 

@@ -43,6 +43,44 @@ type storeHandle struct {
 	retired   atomic.Bool
 	closeOnce sync.Once
 	lastErr   atomic.Pointer[error] // the last unavailable answer, for the log
+	// stats counts the calls of each kind (stores not in process only).
+	stats [opResetAll + 1]callStats
+}
+
+// callStats counts one kind of store call: calls, failed calls (those the
+// open breaker skipped included), and the latency of the calls made.
+type callStats struct {
+	count, errors atomic.Int64
+	latency       histogram
+}
+
+func (h *storeHandle) initStats() {
+	for i := range h.stats {
+		h.stats[i].latency.init(storeBounds)
+	}
+}
+
+func (h *storeHandle) record(k opKind, d time.Duration, err error, made bool) {
+	s := &h.stats[k]
+	s.count.Add(1)
+	if err != nil {
+		s.errors.Add(1)
+	}
+	if made {
+		s.latency.observe(d)
+	}
+}
+
+// calls returns the call counters of every kind called so far.
+func (h *storeHandle) calls() []StoreCalls {
+	var out []StoreCalls
+	for k := range h.stats {
+		s := &h.stats[k]
+		if n := s.count.Load(); n > 0 {
+			out = append(out, StoreCalls{Op: opKind(k).String(), Count: n, Errors: s.errors.Load(), Latency: s.latency.snapshot(0)})
+		}
+	}
+	return out
 }
 
 func (h *storeHandle) lastError() string {
@@ -154,18 +192,18 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 	done, berr := h.br.cb.Allow()
 	if berr != nil {
 		err := driver.Unavailable(ErrCircuitOpen)
+		h.record(o.kind, 0, err, false)
 		if so != nil {
 			so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Err: err})
 		}
 		return err
 	}
-	var start time.Time
-	if so != nil {
-		start = time.Now()
-	}
+	start := time.Now()
 	err := h.bounded(ctx, o, h.outcome(done))
+	d := time.Since(start)
+	h.record(o.kind, d, err, true)
 	if so != nil {
-		so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: time.Since(start), Err: err})
+		so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: d, Err: err})
 	}
 	return err
 }

@@ -62,6 +62,7 @@ func (r *Registry) newHandle(name, engine string, s driver.Store, owned bool) *s
 	}
 	h.callTimeout.Store(int64(DefaultCallTimeout))
 	h.setBreaker(DefaultBreakerThreshold, DefaultBreakerCooldown)
+	h.initStats()
 	return h
 }
 
@@ -312,6 +313,7 @@ func listNames[V any](m map[string]V) string {
 
 func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState {
 	rs := &ruleState{name: name, rule: nr, policies: nr.policies(), reg: r}
+	rs.m.init()
 	if nr.OnStoreError == Local {
 		rs.fallback = nr.fallbackPolicies()
 	}
@@ -455,8 +457,23 @@ type StoreInfo struct {
 	Name    string
 	Engine  string
 	Options map[string]string // values as configured, secrets redacted
-	// Breaker is the state of the store's circuit breaker.
+	// Breaker is the state of the store's circuit breaker (always closed
+	// for stores in process).
 	Breaker BreakerState
+	// Calls counts the calls made to the store, by operation, for stores
+	// that are not in process (those are never called through the
+	// network); empty until the first call.
+	Calls []StoreCalls
+}
+
+// StoreCalls counts one operation's calls to a store.
+type StoreCalls struct {
+	Op     string // "decide", "peek", "release", "extend", "reset" or "reset_all"
+	Count  int64  // calls, including those the open breaker kept from the store
+	Errors int64  // calls that failed
+	// Latency is the time of the calls that reached the store (or timed
+	// out waiting for it).
+	Latency Histogram
 }
 
 // LimiterInfo describes a configured limiter.
@@ -473,7 +490,7 @@ func (r *Registry) Stores() []StoreInfo {
 	out := make([]StoreInfo, 0, len(r.stores))
 	for _, name := range slices.Sorted(maps.Keys(r.stores)) {
 		h := r.stores[name]
-		out = append(out, StoreInfo{Name: name, Engine: h.engine, Options: maps.Clone(h.options), Breaker: h.br.state()})
+		out = append(out, StoreInfo{Name: name, Engine: h.engine, Options: maps.Clone(h.options), Breaker: h.br.state(), Calls: h.calls()})
 	}
 	return out
 }

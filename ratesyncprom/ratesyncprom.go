@@ -1,11 +1,14 @@
 // Package ratesyncprom exports ratesync metrics to Prometheus, for every
 // store, on a prometheus.Registerer the caller passes (never the default
-// registry).
+// registry). One call registers them:
 //
-//	m, err := ratesyncprom.New(promReg)
-//	reg := ratesync.NewRegistry(m.Options()...)
-//	m.Watch(reg) // gauges read at scrape time
+//	err := ratesyncprom.Register(promReg)      // the package functions' registry (ratesync.Default)
+//	err := ratesyncprom.Register(promReg, reg) // or registries of your own
 //	http.Handle("/metrics", ratesyncprom.Handler(promReg))
+//
+// Metrics are read from the registries' own counters at scrape time
+// (Limiter.Metrics, Registry.Stores): nothing is added to a decision, and
+// Try keeps its in-process fast path.
 //
 // rate-sync's metric names and buckets are kept, so its dashboards keep
 // working: ratesync_acquisitions_total, ratesync_acquisition_duration_seconds
@@ -17,7 +20,6 @@ package ratesyncprom
 import (
 	"errors"
 	"net/http"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,163 +27,113 @@ import (
 	"github.com/rate-sync/ratesync-go"
 )
 
-// AcquisitionBuckets are rate-sync's buckets of
-// ratesync_acquisition_duration_seconds.
-var AcquisitionBuckets = []float64{.001, .005, .01, .025, .05, .075, .1, .25, .5, .75, 1, 2.5, 5, 7.5, 10}
-
-// StoreBuckets are the buckets of ratesync_store_call_duration_seconds.
-var StoreBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}
-
-// Metrics holds the collectors. Create it with New.
-type Metrics struct {
-	acquisitions *prometheus.CounterVec
-	decisions    *prometheus.CounterVec
-	wait         *prometheus.HistogramVec
-	timeouts     *prometheus.CounterVec
-	storeCalls   *prometheus.HistogramVec
-	storeErrors  *prometheus.CounterVec
-
-	mu      sync.Mutex
-	watched []*ratesync.Registry
-}
-
-// New creates the metrics and registers them, with a collector for the
-// gauges, on r.
-func New(r prometheus.Registerer) (*Metrics, error) {
+// Register registers a collector of the metrics of regs on r; with no
+// registry, it collects ratesync.Default(), the registry of the package
+// functions (loaded on first use, as they do).
+func Register(r prometheus.Registerer, regs ...*ratesync.Registry) error {
 	if r == nil {
-		return nil, errors.New("ratesyncprom: New: nil Registerer (pass your own prometheus.Registry)")
+		return errors.New("ratesyncprom: Register: nil Registerer (pass your own prometheus.Registry)")
 	}
-	m := &Metrics{
-		acquisitions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ratesync_acquisitions_total",
-			Help: "Requests admitted, by rule (as rate-sync's metric of the same name).",
-		}, []string{"group_id", "engine"}),
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ratesync_decisions_total",
-			Help: "Decisions by rule and result: allowed, denied, error (the call failed), fallback (the store failed and the failure policy answered).",
-		}, []string{"group_id", "result"}),
-		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "ratesync_acquisition_duration_seconds",
-			Help:    "Time Acquire waited before admission, by rule.",
-			Buckets: AcquisitionBuckets,
-		}, []string{"group_id", "engine"}),
-		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ratesync_timeouts_total",
-			Help: "Acquire calls that gave up, by rule.",
-		}, []string{"group_id", "engine"}),
-		storeCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "ratesync_store_call_duration_seconds",
-			Help:    "Latency of store calls, by store and operation (decide, release).",
-			Buckets: StoreBuckets,
-		}, []string{"store", "op"}),
-		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ratesync_store_errors_total",
-			Help: "Store calls that failed, by store and operation; calls the open circuit breaker skipped count too.",
-		}, []string{"store", "op"}),
-	}
-	for _, c := range []prometheus.Collector{m.acquisitions, m.decisions, m.wait, m.timeouts, m.storeCalls, m.storeErrors, gauges{m}} {
-		if err := r.Register(c); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
-}
-
-// Options returns the registry options that feed the metrics: pass them
-// to ratesync.NewRegistry.
-func (m *Metrics) Options() []ratesync.RegistryOption {
-	return []ratesync.RegistryOption{ratesync.WithObserver(m.Observe), ratesync.WithStoreObserver(m.ObserveStore)}
-}
-
-// Watch adds reg's gauges (leases in use, circuit breakers) to the
-// metrics, read at each scrape.
-func (m *Metrics) Watch(reg *ratesync.Registry) {
-	m.mu.Lock()
-	m.watched = append(m.watched, reg)
-	m.mu.Unlock()
-}
-
-// Observe records one decision; it is a ratesync.Observer.
-func (m *Metrics) Observe(e ratesync.Event) {
-	result := "denied"
-	switch {
-	case e.Decision.FailedOpen || e.Decision.Fallback:
-		result = "fallback"
-	case e.Decision.Allowed:
-		result = "allowed"
-	case e.Err != nil && !errors.Is(e.Err, ratesync.ErrTimeout):
-		result = "error"
-	}
-	m.decisions.WithLabelValues(e.Limiter, result).Inc()
-	if e.Decision.Allowed {
-		m.acquisitions.WithLabelValues(e.Limiter, e.Engine).Inc()
-		if e.Op == ratesync.OpAcquire {
-			m.wait.WithLabelValues(e.Limiter, e.Engine).Observe(e.Wait.Seconds())
-		}
-	}
-	if errors.Is(e.Err, ratesync.ErrTimeout) {
-		m.timeouts.WithLabelValues(e.Limiter, e.Engine).Inc()
-	}
-}
-
-// ObserveStore records one store call; it is a ratesync.StoreObserver.
-func (m *Metrics) ObserveStore(c ratesync.StoreCall) {
-	if c.Err != nil {
-		m.storeErrors.WithLabelValues(c.Store, c.Op).Inc()
-	}
-	if !errors.Is(c.Err, ratesync.ErrCircuitOpen) {
-		m.storeCalls.WithLabelValues(c.Store, c.Op).Observe(c.Duration.Seconds())
-	}
-}
-
-// gauges reads the watched registries at scrape time.
-type gauges struct{ m *Metrics }
-
-var (
-	leasesDesc   = prometheus.NewDesc("ratesync_leases_in_use", "Concurrency leases held by this process, by rule.", []string{"group_id"}, nil)
-	breakerDesc  = prometheus.NewDesc("ratesync_circuit_breaker_state", "Circuit breaker of each store: 0 closed, 1 half-open, 2 open (as rate-sync's metric of the same name).", []string{"store"}, nil)
-	fallbackDesc = prometheus.NewDesc("ratesync_fallback_active", "1 while a store's breaker is not closed, so its rules' failure policies answer.", []string{"store"}, nil)
-)
-
-func (g gauges) Describe(ch chan<- *prometheus.Desc) {
-	ch <- leasesDesc
-	ch <- breakerDesc
-	ch <- fallbackDesc
-}
-
-func (g gauges) Collect(ch chan<- prometheus.Metric) {
-	g.m.mu.Lock()
-	regs := append([]*ratesync.Registry(nil), g.m.watched...)
-	g.m.mu.Unlock()
-	leases := map[string]float64{}
-	breakers := map[string]ratesync.BreakerState{}
-	for _, reg := range regs {
-		for _, l := range reg.Limiters() {
-			if lim, err := reg.Get(l.Name); err == nil {
-				leases[l.Name] += float64(lim.Metrics().CurrentConcurrent)
-			}
-		}
-		for _, st := range reg.Stores() {
-			breakers[st.Name] = st.Breaker
-		}
-	}
-	for name, n := range leases {
-		ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, n, name)
-	}
-	for name, st := range breakers {
-		v, active := 0.0, 0.0
-		switch st {
-		case ratesync.BreakerHalfOpen:
-			v, active = 1, 1
-		case ratesync.BreakerOpen:
-			v, active = 2, 1
-		}
-		ch <- prometheus.MustNewConstMetric(breakerDesc, prometheus.GaugeValue, v, name)
-		ch <- prometheus.MustNewConstMetric(fallbackDesc, prometheus.GaugeValue, active, name)
-	}
+	return r.Register(collector{regs: regs})
 }
 
 // Handler returns the /metrics handler of a Prometheus registry.
 func Handler(g prometheus.Gatherer) http.Handler {
 	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+var (
+	acquisitionsDesc = desc("ratesync_acquisitions_total", "Requests admitted, by rule (as rate-sync's metric of the same name).", "group_id", "engine")
+	decisionsDesc    = desc("ratesync_decisions_total", "Requests by rule and result: allowed (admitted), denied (Try and composite checks this rule denied), timeout (Acquire gave up).", "group_id", "result")
+	waitDesc         = desc("ratesync_acquisition_duration_seconds", "Time admitted requests waited, by rule: Acquire's waits, and Try's admissions as zero.", "group_id", "engine")
+	timeoutsDesc     = desc("ratesync_timeouts_total", "Acquire calls that gave up, by rule.", "group_id", "engine")
+	fallbacksDesc    = desc("ratesync_fallback_decisions_total", "Decisions that the rule's on_store_error policy answered because the store could not (local or allow).", "group_id")
+	ruleErrorsDesc   = desc("ratesync_rule_store_errors_total", "Decisions of the rule that its store could not make, whatever the failure policy did.", "group_id")
+	waitingDesc      = desc("ratesync_waiting", "Acquire calls waiting now, by rule.", "group_id")
+	leasesDesc       = desc("ratesync_leases_in_use", "Concurrency leases held by this process, by rule.", "group_id")
+	storeCallsDesc   = desc("ratesync_store_call_duration_seconds", "Latency of store calls, by store and operation (decide, peek, release, extend, reset, reset_all).", "store", "op")
+	storeErrorsDesc  = desc("ratesync_store_errors_total", "Store calls that failed, by store and operation; calls the open circuit breaker skipped count too.", "store", "op")
+	breakerDesc      = desc("ratesync_circuit_breaker_state", "Circuit breaker of each store: 0 closed, 1 half-open, 2 open (as rate-sync's metric of the same name).", "store")
+	fallbackDesc     = desc("ratesync_fallback_active", "1 while a store's breaker is not closed, so its rules' failure policies answer.", "store")
+)
+
+type collector struct{ regs []*ratesync.Registry }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{acquisitionsDesc, decisionsDesc, waitDesc, timeoutsDesc, fallbacksDesc, ruleErrorsDesc,
+		waitingDesc, leasesDesc, storeCallsDesc, storeErrorsDesc, breakerDesc, fallbackDesc} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	regs := c.regs
+	if len(regs) == 0 {
+		reg, err := ratesync.Default()
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(acquisitionsDesc, err)
+			return
+		}
+		regs = []*ratesync.Registry{reg}
+	}
+	for _, reg := range regs {
+		engines := map[string]string{}
+		for _, s := range reg.Stores() {
+			engines[s.Name] = s.Engine
+			collectStore(ch, s)
+		}
+		for _, l := range reg.Limiters() {
+			collectRule(ch, l, engines[l.Rule.Store])
+		}
+	}
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v int64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, h ratesync.Histogram, labels ...string) {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	for i, b := range h.Bounds {
+		buckets[b.Seconds()] = uint64(h.Counts[i])
+	}
+	ch <- prometheus.MustNewConstHistogram(d, uint64(h.Count), h.Sum.Seconds(), buckets, labels...)
+}
+
+func collectRule(ch chan<- prometheus.Metric, l ratesync.LimiterInfo, engine string) {
+	m, name := l.Metrics, l.Name
+	counter(ch, acquisitionsDesc, m.Acquisitions, name, engine)
+	counter(ch, decisionsDesc, m.Acquisitions, name, "allowed")
+	counter(ch, decisionsDesc, m.Denials, name, "denied")
+	counter(ch, decisionsDesc, m.Timeouts, name, "timeout")
+	counter(ch, timeoutsDesc, m.Timeouts, name, engine)
+	counter(ch, fallbacksDesc, m.Fallbacks, name)
+	counter(ch, ruleErrorsDesc, m.Errors, name)
+	histogram(ch, waitDesc, m.Wait, name, engine)
+	gauge(ch, waitingDesc, float64(m.Waiting), name)
+	gauge(ch, leasesDesc, float64(m.CurrentConcurrent), name)
+}
+
+func collectStore(ch chan<- prometheus.Metric, s ratesync.StoreInfo) {
+	for _, c := range s.Calls {
+		histogram(ch, storeCallsDesc, c.Latency, s.Name, c.Op)
+		counter(ch, storeErrorsDesc, c.Errors, s.Name, c.Op)
+	}
+	v, active := 0.0, 0.0
+	switch s.Breaker {
+	case ratesync.BreakerHalfOpen:
+		v, active = 1, 1
+	case ratesync.BreakerOpen:
+		v, active = 2, 1
+	}
+	gauge(ch, breakerDesc, v, s.Name)
+	gauge(ch, fallbackDesc, active, s.Name)
 }
