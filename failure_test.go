@@ -249,4 +249,3 @@ func TestCallTimeout(t *testing.T) {
 		t.Fatalf("a negative call timeout: %v, want ErrInvalidConfig", err)
 	}
 }
-
