@@ -49,8 +49,8 @@ type HTTPConfig struct {
 
 var limiterKeys = []string{"store", "algorithm", "rate_per_second", "burst", "max_concurrent", "limit", "window_seconds", "timeout", "fail_closed", "on_store_error", "fallback_replicas", "lease_seconds"}
 
-// ReadConfig reads and parses the configuration file at path.
-func ReadConfig(path string) (*Config, error) {
+// readConfig reads and parses the configuration file at path.
+func readConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("ratesync: read config: %w", err)
@@ -320,7 +320,7 @@ func parsePrefix(s string) (netip.Prefix, error) {
 
 // LoadConfig reads the file at path and applies it (see ApplyConfig).
 func (r *Registry) LoadConfig(path string) error {
-	cfg, err := ReadConfig(path)
+	cfg, err := readConfig(path)
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,8 @@ import (
 // the package-level functions load.
 const ConfigEnv = "RATE_SYNC_CONFIG"
 
-// DefaultConfigPaths are tried in order when ConfigEnv is not set.
-var DefaultConfigPaths = []string{"rate-sync.toml", "config/rate-sync.toml"}
+// defaultConfigPaths are tried in order when ConfigEnv is not set.
+var defaultConfigPaths = []string{"rate-sync.toml", "config/rate-sync.toml"}
 
 var std struct {
 	mu     sync.Mutex
@@ -57,7 +57,7 @@ func autoLoad(r *Registry) error {
 
 // FindConfig returns the configuration file the package-level functions
 // load: the file named by RATE_SYNC_CONFIG (an error if it does not exist),
-// else the first of DefaultConfigPaths that exists, else "".
+// else the first of defaultConfigPaths that exists, else "".
 func FindConfig() (string, error) {
 	if path := os.Getenv(ConfigEnv); path != "" {
 		if _, err := os.Stat(path); err != nil {
@@ -65,7 +65,7 @@ func FindConfig() (string, error) {
 		}
 		return path, nil
 	}
-	for _, path := range DefaultConfigPaths {
+	for _, path := range defaultConfigPaths {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}

@@ -83,13 +83,6 @@ func (h *histogram) snapshot(zeros int64) Histogram {
 	return out
 }
 
-// AvgWait returns TotalWait / Acquisitions.
-func (m Metrics) AvgWait() time.Duration {
-	if m.Acquisitions == 0 {
-		return 0
-	}
-	return m.TotalWait / time.Duration(m.Acquisitions)
-}
 
 type metrics struct {
 	acquisitions, denials, timeouts, errors, fallbacks, releases, waiting atomic.Int64

@@ -663,7 +663,7 @@ func (s *suite) waitPacing(t *testing.T) {
 	}
 	l, _ := r.Get("api")
 	m := l.Metrics()
-	if m.Acquisitions != 3 || m.MaxWait < 90*time.Millisecond || m.AvgWait() <= 0 {
+	if m.Acquisitions != 3 || m.MaxWait < 90*time.Millisecond || m.TotalWait <= 0 {
 		t.Fatalf("metrics %+v", m)
 	}
 }

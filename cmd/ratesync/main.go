@@ -104,7 +104,11 @@ func migrate(path string, print bool, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := ratesync.ReadConfig(path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("ratesync: read config: %w", err)
+	}
+	cfg, err := ratesync.ParseConfig(path, data)
 	if err != nil {
 		return err
 	}
