@@ -189,6 +189,9 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 		so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: time.Since(start), Err: err})
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // the caller already left: nothing to ask the store
+	}
 	done, berr := h.br.cb.Allow()
 	if berr != nil {
 		err := driver.Unavailable(ErrCircuitOpen)
@@ -216,11 +219,10 @@ const (
 )
 
 type pending struct {
-	state  atomic.Int32
-	once   sync.Once
-	done   func(error)
-	reply  chan error
-	cancel context.CancelFunc
+	state atomic.Int32
+	once  sync.Once
+	done  func(error)
+	reply chan error
 }
 
 // report tells the breaker the call's outcome, once.
@@ -250,7 +252,7 @@ func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error))
 		return err
 	}
 	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	p := &pending{done: done, reply: make(chan error, 1), cancel: cancel}
+	p := &pending{done: done, reply: make(chan error, 1)}
 	// At the timeout, an answer that has not come is a failure, even when
 	// the caller left and the store ignores the context.
 	stop := context.AfterFunc(callCtx, func() { p.report(callTimeoutError(timeout)) })

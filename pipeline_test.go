@@ -649,3 +649,18 @@ func TestEmptyIdentifiersAreDistinct(t *testing.T) {
 		t.Fatal(`the rule's own key was consumed by For("")`)
 	}
 }
+
+// A caller whose context is already done gets its error, and the store is
+// not asked at all (a probe slot is not taken for nothing).
+func TestCancelledCallerDoesNotCallTheStore(t *testing.T) {
+	f := newFake(t)
+	r := fakeRegistry(t, f, map[string]ratesync.Rule{"api": {RatePerSecond: 10}})
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := r.Try(cctx, "api"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Try with a cancelled context: %v", err)
+	}
+	if n := f.calls.Load(); n != 0 {
+		t.Fatalf("the store was called %d times for a caller that had left", n)
+	}
+}
