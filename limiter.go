@@ -391,31 +391,23 @@ func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error)
 	// a store error (closed, or ctx done) consumed nothing and goes to the
 	// general path, which reports it.
 	if rs.quick && len(opts) == 0 && !rs.reg.closed.Load() {
-		if b := rs.bind.Load(); b.prep != nil {
-			return l.tryPrepared(ctx, b.prep)
+		if prep := rs.bind.Load().prep; prep != nil {
+			id := l.id
+			if l.up == nil || l.up.up != nil || needsEscape(id) {
+				id = l.skey().ID
+			}
+			r, err := prep.Decide(ctx, id, 1)
+			if err == nil {
+				if r.Allowed {
+					rs.m.acquisitions.Add(1)
+					return Decision{Allowed: true, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name, Lease: noLease}, nil
+				}
+				rs.m.denials.Add(1)
+				return Decision{Limit: r.Limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter, ResetAfter: r.ResetAfter, Limiter: rs.name}, nil
+			}
 		}
 	}
 	return l.try(ctx, opts)
-}
-
-// tryPrepared is Try's fast path.
-func (l *Limiter) tryPrepared(ctx context.Context, prep driver.Prepared) (Decision, error) {
-	rs := l.r
-	{
-		id := l.id
-		if l.up == nil || l.up.up != nil || needsEscape(id) {
-			id = l.skey().ID
-		}
-		if r, err := prep.Decide(ctx, id, 1); err == nil {
-			if r.Allowed {
-				rs.m.acquisitions.Add(1)
-				return Decision{Allowed: true, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, Limiter: rs.name, Lease: noLease}, nil
-			}
-			rs.m.denials.Add(1)
-			return Decision{Limit: r.Limit, Remaining: r.Remaining, RetryAfter: r.RetryAfter, ResetAfter: r.ResetAfter, Limiter: rs.name}, nil
-		}
-	}
-	return l.try(ctx, nil)
 }
 
 func (l *Limiter) try(ctx context.Context, opts []CallOption) (Decision, error) {

@@ -331,8 +331,8 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 	}
 	if len(checks) == 1 {
 		c := &checks[0]
-		p := prepare(c.Key.Name, c.Policy)
-		r, err := s.DecidePrepared(ctx, &p, c.Key.ID, c.Cost)
+		p := s.prepare(c.Key.Name, c.Policy)
+		r, err := p.Decide(ctx, c.Key.ID, c.Cost)
 		if err != nil {
 			return false, err
 		}
@@ -380,9 +380,10 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 }
 
 // Prepared is one policy on one key name, with the name's hash and the
-// policy's constants worked out once, for DecidePrepared. It is immutable
+// policy's constants worked out once, for Decide. It is immutable
 // and safe for concurrent use.
 type Prepared struct {
+	s        *Store
 	name     string
 	nameHash uint64
 	policy   driver.Policy
@@ -391,11 +392,12 @@ type Prepared struct {
 	err      error // of validating policy, marked ErrBadRequest
 }
 
-// Prepare returns p prepared for deciding keys named name. A policy that
-// is not valid (driver.Policy.Validate) is prepared too: DecidePrepared
-// then returns its error, and Err reports it at once.
-func Prepare(name string, p driver.Policy) *Prepared {
-	pp := prepare(name, p)
+// Prepare returns p prepared for deciding keys named name in s: it
+// implements driver.Preparer, and the result is a *Prepared. A policy that
+// is not valid (driver.Policy.Validate) is prepared too: Decide then
+// returns its error, and Err reports it at once.
+func (s *Store) Prepare(name string, p driver.Policy) driver.Prepared {
+	pp := s.prepare(name, p)
 	return &pp
 }
 
@@ -411,8 +413,9 @@ func (p *Prepared) invalid(cost int) error {
 	return driver.BadRequest(driver.ValidateCost(cost))
 }
 
-func prepare(name string, p driver.Policy) Prepared {
+func (s *Store) prepare(name string, p driver.Policy) Prepared {
 	return Prepared{
+		s:        s,
 		name:     name,
 		nameHash: hashString(name),
 		policy:   p,
@@ -422,7 +425,7 @@ func prepare(name string, p driver.Policy) Prepared {
 	}
 }
 
-// DecidePrepared decides one check of cost on the key (p's name, id) and
+// Decide decides one check of cost on the key (p's name, id) and
 // returns what Decide would return for that single check. It exists for
 // callers that decide one policy per request, such as the ratesync
 // package: it hashes the key once and allocates nothing (except the
@@ -454,7 +457,8 @@ func prepare(name string, p driver.Policy) Prepared {
 // Reading the clock before the bucket also keeps the window between the
 // read and the swap short, which is what a hot key contended by several
 // goroutines needs: a lost swap retries without reading the clock again.
-func (s *Store) DecidePrepared(ctx context.Context, p *Prepared, id string, cost int) (driver.Result, error) {
+func (p *Prepared) Decide(ctx context.Context, id string, cost int) (driver.Result, error) {
+	s := p.s
 	if err := s.check(ctx); err != nil {
 		return driver.Result{}, err
 	}

@@ -99,7 +99,7 @@ func TestLoneAndLockedDecisionsShareBuckets(t *testing.T) {
 	if ok, _ := s.Decide(ctx, []driver.Check{shut}, make([]driver.Result, 1)); !ok {
 		t.Fatal("first take of shut denied")
 	}
-	p := memstore.Prepare("hot", hot.Policy)
+	p := s.Prepare("hot", hot.Policy)
 
 	var taken, wrong atomic.Int64
 	var wg sync.WaitGroup
@@ -120,7 +120,7 @@ func TestLoneAndLockedDecisionsShareBuckets(t *testing.T) {
 		}
 	}
 	run(3, func() {
-		if r, err := s.DecidePrepared(ctx, p, "", 1); err == nil && r.Allowed {
+		if r, err := p.Decide(ctx, "", 1); err == nil && r.Allowed {
 			taken.Add(1)
 		}
 	})
@@ -173,10 +173,10 @@ func TestSweepDuringLoneChecks(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	const burst, rounds, step = 10, 2000, 10 * time.Millisecond // 1000/s: each step refills the bucket
-	p := memstore.Prepare("k", driver.Policy{Kind: driver.TokenBucket, Rate: 1000, Burst: burst})
+	p := s.Prepare("k", driver.Policy{Kind: driver.TokenBucket, Rate: 1000, Burst: burst})
 	var taken atomic.Int64
 	take := func() bool {
-		r, _ := s.DecidePrepared(ctx, p, "id", 1)
+		r, _ := p.Decide(ctx, "id", 1)
 		if r.Allowed {
 			taken.Add(1)
 		}
@@ -248,8 +248,8 @@ func TestDecideManyChecks(t *testing.T) {
 	if ok, _ := s.Decide(ctx, checks, res[:n]); ok {
 		t.Fatal("third decision passed a burst of 2")
 	}
-	p := memstore.Prepare("many", checks[n-1].Policy)
-	if r, err := s.DecidePrepared(ctx, p, checks[n-1].Key.ID, 1); err != nil || r.Allowed || r.Remaining != 0 {
+	p := s.Prepare("many", checks[n-1].Policy)
+	if r, err := p.Decide(ctx, checks[n-1].Key.ID, 1); err != nil || r.Allowed || r.Remaining != 0 {
 		t.Fatalf("lone check after: %+v %v, want denied with 0 remaining", r, err)
 	}
 }
@@ -272,19 +272,19 @@ func TestStaleClockDoesNotDeny(t *testing.T) {
 	}))
 	defer s.Close()
 	ctx := context.Background()
-	p := memstore.Prepare("k", driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 2})
-	if r, _ := s.DecidePrepared(ctx, p, "id", 1); !r.Allowed { // the key exists
+	p := s.Prepare("k", driver.Policy{Kind: driver.TokenBucket, Rate: 1, Burst: 2})
+	if r, _ := p.Decide(ctx, "id", 1); !r.Allowed { // the key exists
 		t.Fatal("first take denied")
 	}
 	stall.Store(true)
 	late := make(chan driver.Result)
 	go func() {
-		r, _ := s.DecidePrepared(ctx, p, "id", 1)
+		r, _ := p.Decide(ctx, "id", 1)
 		late <- r
 	}()
 	<-stalled
 	clk.Advance(10 * time.Second) // the bucket refills
-	if r, _ := s.DecidePrepared(ctx, p, "id", 1); !r.Allowed || r.Remaining != 1 {
+	if r, _ := p.Decide(ctx, "id", 1); !r.Allowed || r.Remaining != 1 {
 		t.Fatalf("take after the refill: %+v, want allowed with 1 remaining", r)
 	}
 	close(resume)
@@ -328,10 +328,10 @@ func TestStaleClockDoesNotDenyLocked(t *testing.T) {
 	}()
 	<-stalled
 	clk.Advance(10 * time.Second) // the buckets refill
-	p := memstore.Prepare("k", bucket)
+	p := s.Prepare("k", bucket)
 	lone := make(chan driver.Result, 1)
 	go func() {
-		r, _ := s.DecidePrepared(ctx, p, "a", 1)
+		r, _ := p.Decide(ctx, "a", 1)
 		lone <- r
 	}()
 	// The lone check either takes its token now or waits for the stalled

@@ -56,8 +56,8 @@ func TestInvalidChecksRejected(t *testing.T) {
 				t.Fatalf("%+v in a peek: err=%v, want ErrBadRequest", c, err)
 			}
 		}
-		p := memstore.Prepare(c.Key.Name, c.Policy)
-		if _, err := s.DecidePrepared(ctx, p, "id", c.Cost); !errors.Is(err, driver.ErrBadRequest) {
+		p := s.Prepare(c.Key.Name, c.Policy)
+		if _, err := p.Decide(ctx, "id", c.Cost); !errors.Is(err, driver.ErrBadRequest) {
 			t.Fatalf("%+v prepared: err=%v, want ErrBadRequest", c, err)
 		}
 	}
@@ -65,7 +65,7 @@ func TestInvalidChecksRejected(t *testing.T) {
 	if ok, err := s.Decide(ctx, []driver.Check{valid}, make([]driver.Result, 1)); !ok || err != nil {
 		t.Fatalf("valid check after the refused decisions: ok=%v err=%v", ok, err)
 	}
-	if p := memstore.Prepare("x", bad[0].Policy); p.Err() == nil || !errors.Is(p.Err(), driver.ErrBadRequest) {
+	if p := s.Prepare("x", bad[0].Policy).(*memstore.Prepared); p.Err() == nil || !errors.Is(p.Err(), driver.ErrBadRequest) {
 		t.Fatalf("Prepared.Err = %v", p.Err())
 	}
 	if s.Len() != 1 {
