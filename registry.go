@@ -325,7 +325,7 @@ func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState
 			rs.rateCap = p.Capacity()
 		}
 	}
-	rs.key = driver.Key{Name: escapeComponent(name)}
+	rs.key = driver.Key{Name: driver.EscapeName(name)}
 	rs.base = &Limiter{r: rs}
 	rs.quick = len(rs.policies) == 1 && !rs.hasConc && r.observer == nil && r.storeObs == nil
 	rs.bind.Store(rs.bindTo(h))

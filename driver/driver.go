@@ -261,8 +261,9 @@ func (p Policy) Interval() time.Duration {
 }
 
 // Key identifies the state of one limiter for one identifier: Name is the
-// rule's key (escaped), ID the identifiers of a per-key limiter (escaped and
-// joined by ':'), empty for the rule's own limiter. Keeping the two apart
+// rule's key (its name escaped by EscapeName), ID the identifiers of a
+// per-key limiter (escaped and joined by ':'), empty for the rule's own
+// limiter. Keeping the two apart
 // lets in-process stores decide without building a string per call; stores
 // that need one string use String.
 type Key struct {
@@ -414,4 +415,18 @@ func newLeasePrefix() string {
 // random per-process prefix and a counter.
 func NewLeaseID() string {
 	return leasePrefix + "-" + strconv.FormatUint(leaseCounter.Add(1), 36)
+}
+
+// nameEscaper writes '%' and ':' as %25 and %3A.
+var nameEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
+
+// EscapeName returns a rule name as Key.Name holds it: '%' and ':' written
+// %25 and %3A, so that a name never contains the ':' that separates the
+// identifiers. Stores that key state by rule name (Redis co-location)
+// use it to find a rule's keys.
+func EscapeName(name string) string {
+	if !strings.ContainsAny(name, "%:") {
+		return name
+	}
+	return nameEscaper.Replace(name)
 }

@@ -102,9 +102,6 @@ func checkPrefix(p string) (hasTag bool, err error) {
 	return true, nil
 }
 
-// nameEscaper escapes a rule name as driver.Key.Name holds it.
-var nameEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
-
 // colocation returns the co-location groups as a map from escaped rule
 // name to the group's tag text, "@" and its first rule's name.
 func colocation(groups [][]string) (map[string]string, error) {
@@ -113,12 +110,12 @@ func colocation(groups [][]string) (map[string]string, error) {
 		if len(g) == 0 {
 			return nil, errors.New("ratesync/redisstore: WithColocation: a group needs at least one rule")
 		}
-		tag := "@" + tagText(nameEscaper.Replace(g[0]))
+		tag := "@" + tagText(driver.EscapeName(g[0]))
 		for _, rule := range g {
 			if rule == "" {
 				return nil, errors.New("ratesync/redisstore: WithColocation: empty rule name")
 			}
-			name := nameEscaper.Replace(rule)
+			name := driver.EscapeName(rule)
 			if prev, ok := out[name]; ok && prev != tag {
 				return nil, fmt.Errorf("ratesync/redisstore: WithColocation: rule %q is in two groups", rule)
 			}
