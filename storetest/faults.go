@@ -148,7 +148,7 @@ func Faults(t *testing.T, o FaultOptions) {
 	p := o.Proxy
 	cases := []faultCase{
 		{name: "black-hole", addr: p.Addr(), inject: p.BlackHole, heal: p.Heal},
-		{name: "latency +200ms", addr: p.Addr(), inject: func() error { return p.Latency(faultLatency) }, heal: p.Heal},
+		{name: "latency +200ms", addr: p.Addr(), inject: func() error { return p.Latency(faultLatency) }, heal: p.Heal, slow: true},
 		{name: "refused", addr: p.Addr(), inject: p.Refuse, heal: p.Heal},
 		{name: "reset mid-reply", addr: p.Addr(), inject: func() error { return p.ResetMidReply(4) }, heal: p.Heal},
 	}
@@ -175,6 +175,7 @@ type faultCase struct {
 	name         string
 	addr         string
 	inject, heal func() error
+	slow         bool // the store still answers, late
 }
 
 // faultResult is what one fault measured, for the table.
@@ -196,6 +197,9 @@ type faultResult struct {
 	ran                 bool
 }
 
+// admissions counts the hammer's calls of one policy: admitted by the
+// policy (fallback or failed open; composite: of them by Composite.Check),
+// admitted by the store, errors.
 type admissions struct {
 	calls, admitted, composite, real, errs atomic.Int64
 	firstErr                               atomic.Pointer[error]
@@ -233,8 +237,12 @@ type faultRun struct {
 	// store calls seen by the observer, for the "fast" store
 	reached, open atomic.Int64
 	counting      atomic.Bool
-	injected      bool      // the fault is in place
-	healed        time.Time // when it was last healed
+	// afterHeal collects the "fast" store's answers (those that reached
+	// it) while a recovery is timed; nil otherwise.
+	afterHeal atomic.Pointer[[]string]
+	obsMu     sync.Mutex
+	injected  bool      // the fault is in place
+	healed    time.Time // when it was last healed
 	// held are leases the store granted before the fault, released after.
 	held map[string]*ratesync.Lease
 }
@@ -278,7 +286,19 @@ func (f *faultRun) setup(t *testing.T) {
 	f.reg = ratesync.NewRegistry(
 		ratesync.WithLogger(slog.New(slog.DiscardHandler)),
 		ratesync.WithStoreObserver(func(c ratesync.StoreCall) {
-			if c.Store != "fast" || !f.counting.Load() {
+			if c.Store != "fast" {
+				return
+			}
+			if errs := f.afterHeal.Load(); errs != nil && !errors.Is(c.Err, ratesync.ErrCircuitOpen) {
+				ans := "ok"
+				if c.Err != nil {
+					ans = c.Err.Error()
+				}
+				f.obsMu.Lock()
+				*errs = append(*errs, fmt.Sprintf("%v: %s", c.Duration.Round(time.Millisecond), ans))
+				f.obsMu.Unlock()
+			}
+			if !f.counting.Load() {
 				return
 			}
 			if errors.Is(c.Err, ratesync.ErrCircuitOpen) {
@@ -367,9 +387,30 @@ func (f *faultRun) run(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	f.bounded(t)
+	// A latency bound missed on a shared machine may be a stall of the
+	// test process rather than of the call: the operations run again
+	// (after a heal) before a miss fails the test. A real bug misses
+	// both times.
+	for attempt := 1; ; attempt++ {
+		missed := f.bounded(t, attempt)
+		if len(missed) == 0 {
+			break
+		}
+		if attempt == boundAttempts {
+			for _, v := range missed {
+				f.fail(t, v.check, "%s", v.msg)
+			}
+			break
+		}
+		t.Logf("attempt %d: %d calls past their bound (first: %s: %s); healing and running them again", attempt, len(missed), missed[0].check, missed[0].msg)
+		f.heal(t)
+		f.healed = time.Now()
+		if err := f.storeBack(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f.hammer(t)
-	f.res.recovery = f.recover(t, false)
+	f.res.recovery = f.recovery(t, false)
 	// The leases that could not be released during the fault are still
 	// held, and release now.
 	for name, l := range f.held {
@@ -382,7 +423,7 @@ func (f *faultRun) run(t *testing.T) {
 	}
 	f.inject(t)
 	f.openBreaker(t)
-	f.res.recCancel = f.recover(t, true)
+	f.res.recCancel = f.recovery(t, true)
 	f.inject(t)
 	f.closeDuringFault(t)
 	regClosed = true
@@ -403,6 +444,43 @@ func (f *faultRun) run(t *testing.T) {
 	f.res.goneAfter = time.Since(closed)
 	f.res.ran = true
 	t.Logf("%s: %v in all", f.fc.name, time.Since(start).Round(time.Millisecond))
+}
+
+// violation is a missed bound, reported once the retries are spent.
+type violation struct{ check, msg string }
+
+// boundAttempts is how many times the operations run before a missed
+// latency bound fails the test, and the breaker recovers before a slow
+// recovery does.
+const boundAttempts = 2
+
+// recovery heals the fault and times the breaker's recovery (recover);
+// when it misses its bound it breaks the store again, opens the breaker
+// and times another recovery, up to boundAttempts in all.
+func (f *faultRun) recovery(t *testing.T, cancelled bool) time.Duration {
+	t.Helper()
+	check := "recovery"
+	if cancelled {
+		check = "recovery/cancelled"
+	}
+	bound := f.o.Cooldown + f.o.CallTimeout + f.o.Margin
+	var worst time.Duration
+	for attempt := 1; ; attempt++ {
+		took, errs := f.recover(t, cancelled)
+		worst = max(worst, took)
+		if took <= bound {
+			return worst
+		}
+		msg := fmt.Sprintf("breaker closed %v after the heal, bound %v (one cool-down, one call, the margin); the store's answers after the heal: %s",
+			took.Round(time.Millisecond), bound, errs)
+		if _, known := f.known(check); known || attempt == boundAttempts {
+			f.fail(t, check, "%s", msg)
+			return worst
+		}
+		t.Logf("attempt %d: %s: %s; breaking the store again", attempt, check, msg)
+		f.inject(t)
+		f.openBreaker(t)
+	}
 }
 
 // fail reports a failed check: an error, or a log line when the check is
@@ -503,8 +581,21 @@ func leaseAnswer(lease *ratesync.Lease, err error) answer {
 
 // bounded runs every operation once per deadline against the "slow"
 // store (whose breaker never opens, so each call meets the fault) and
-// checks its latency and answer.
-func (f *faultRun) bounded(t *testing.T) {
+// checks its answer; it returns the latency bounds missed, but for known
+// bugs, which it reports. Each attempt uses keys of its own.
+func (f *faultRun) bounded(t *testing.T, attempt int) []violation {
+	sfx := fmt.Sprint("-", attempt)
+	var missedMu sync.Mutex
+	var missed []violation
+	miss := func(check, format string, args ...any) {
+		if _, known := f.known(check); known {
+			f.fail(t, check, format, args...)
+			return
+		}
+		missedMu.Lock()
+		missed = append(missed, violation{check, fmt.Sprintf(format, args...)})
+		missedMu.Unlock()
+	}
 	ct, m := f.o.CallTimeout, f.o.Margin
 	variants := []struct {
 		short    bool
@@ -513,11 +604,13 @@ func (f *faultRun) bounded(t *testing.T) {
 	}{{false, longDeadline, "long"}, {true, shortDeadline, "short"}}
 
 	// Leases from the store before the fault, to release and extend in it.
-	held := map[string]*ratesync.Lease{}
-	f.held = held
+	if f.held == nil {
+		f.held = map[string]*ratesync.Lease{}
+	}
+	held := f.held
 	for _, op := range []string{"release", "extend"} {
 		for _, v := range variants {
-			held[op+"-"+v.name] = realLease(t, f.limiter("slow", "conc", ratesync.Deny, op+"-"+v.name))
+			held[op+"-"+v.name+sfx] = realLease(t, f.limiter("slow", "conc", ratesync.Deny, op+"-"+v.name+sfx))
 		}
 	}
 
@@ -533,7 +626,7 @@ func (f *faultRun) bounded(t *testing.T) {
 	var waiting []*ratesync.Limiter // one per rule
 	for _, p := range faultPolicies {
 		for _, short := range []bool{false, true} {
-			id := fmt.Sprint("wait-", short)
+			id := fmt.Sprint("wait-", short, sfx)
 			held["waitc-"+string(p)+"-"+id] = realLease(t, f.limiter("slow", "waitc", p, id))
 			l := f.limiter("slow", "waitc", p, id)
 			if !short {
@@ -577,7 +670,7 @@ func (f *faultRun) bounded(t *testing.T) {
 			if p != "" {
 				what += " (" + string(p) + ")"
 			}
-			f.fail(t, op+variantID(short), "%s with a deadline of %v: returned after %v, bound %v", what, deadline, took.Round(time.Millisecond), bound)
+			miss(op+variantID(short), "%s with a deadline of %v: returned after %v, bound %v", what, deadline, took.Round(time.Millisecond), bound)
 		}
 		switch {
 		case short && wantPolicy && a.err == nil && !policyAnswer(p, a):
@@ -606,17 +699,17 @@ func (f *faultRun) bounded(t *testing.T) {
 					check(op, p, v.short, v.deadline, time.Since(start), a, true)
 				}
 				call("try", func(c context.Context) answer {
-					d, err := f.limiter("slow", "win", p, "try-"+v.name).Try(c)
+					d, err := f.limiter("slow", "win", p, "try-"+v.name+sfx).Try(c)
 					return answer{d.Allowed, d.Fallback, d.FailedOpen, err}
 				})
 				call("acquire", func(c context.Context) answer {
-					lease, err := f.limiter("slow", "win", p, "acquire-"+v.name).Acquire(c)
+					lease, err := f.limiter("slow", "win", p, "acquire-"+v.name+sfx).Acquire(c)
 					defer lease.Release(ctx)
 					return leaseAnswer(lease, err)
 				})
 				call("do", func(c context.Context) answer {
 					ran := false
-					err := f.limiter("slow", "conc", p, "do-"+v.name).Do(c, func(context.Context) error { ran = true; return nil })
+					err := f.limiter("slow", "conc", p, "do-"+v.name+sfx).Do(c, func(context.Context) error { ran = true; return nil })
 					if err == nil && !ran {
 						err = errors.New("Do returned nil without running fn")
 					}
@@ -624,7 +717,7 @@ func (f *faultRun) bounded(t *testing.T) {
 					return answer{admitted: ran, fallback: p == ratesync.Local, failedOpen: p == ratesync.Allow, err: err}
 				})
 				call("composite", func(c context.Context) answer {
-					res, err := comp.Check(c, map[string]string{"a": "comp-" + v.name, "b": "comp-" + v.name})
+					res, err := comp.Check(c, map[string]string{"a": "comp-" + v.name + sfx, "b": "comp-" + v.name + sfx})
 					if err != nil {
 						return answer{err: err}
 					}
@@ -651,14 +744,14 @@ func (f *faultRun) bounded(t *testing.T) {
 				return err
 			})
 			call("release", func(c context.Context) error {
-				l := held["release-"+v.name]
+				l := held["release-"+v.name+sfx]
 				err := l.Release(c)
 				if err != nil && !l.Held() {
 					t.Errorf("release (deadline %v): failed (%v), yet the lease no longer reports Held", v.deadline, err)
 				}
 				return err
 			})
-			call("extend", func(c context.Context) error { return held["extend-"+v.name].Extend(c, 0) })
+			call("extend", func(c context.Context) error { return held["extend-"+v.name+sfx].Extend(c, 0) })
 			call("reset", func(c context.Context) error {
 				return f.limiter("slow", "win", ratesync.Deny, "reset").Reset(c)
 			})
@@ -673,7 +766,7 @@ func (f *faultRun) bounded(t *testing.T) {
 		}
 		f.res.record("wait", w.short, w.took)
 		if w.took > deadline+m {
-			f.fail(t, "wait"+variantID(w.short), "wait (%s, deadline %v): returned after %v", w.p, deadline, w.took.Round(time.Millisecond))
+			miss("wait"+variantID(w.short), "wait (%s) with a deadline of %v: returned after %v", w.p, deadline, w.took.Round(time.Millisecond))
 		}
 		if !w.short && !policyAnswer(w.p, w.a) {
 			t.Errorf("wait (%s, deadline %v): %v, want the %s policy's answer", w.p, deadline, w.a, w.p)
@@ -683,6 +776,7 @@ func (f *faultRun) bounded(t *testing.T) {
 		}
 	}
 	t.Logf("%s: every operation once per deadline: %v", f.fc.name, time.Since(injected).Round(time.Millisecond))
+	return missed
 }
 
 // hammer runs Try, Acquire and Composite.Check from 2 goroutines per
@@ -729,13 +823,12 @@ func (f *faultRun) hammer(t *testing.T) {
 					case a.err != nil:
 						adm.firstErr.CompareAndSwap(nil, &a.err)
 						adm.errs.Add(1)
+					case a.admitted && !a.fallback && !a.failedOpen:
+						adm.real.Add(1)
 					case a.admitted:
 						adm.admitted.Add(1)
 						if isComp {
 							adm.composite.Add(1)
-						}
-						if !a.fallback && !a.failedOpen {
-							adm.real.Add(1)
 						}
 					}
 				}
@@ -753,13 +846,15 @@ func (f *faultRun) hammer(t *testing.T) {
 	}
 	for i, p := range faultPolicies {
 		a := &f.res.adm[i]
-		if a.real.Load() != 0 {
-			t.Errorf("%s: %d admissions by the store while it is broken", p, a.real.Load())
+		// A slow store may still answer a call whose caller has not yet
+		// left at its call timeout: within the store's own exact limit.
+		if real := a.real.Load(); real != 0 && (!f.fc.slow || real > windowLimit) {
+			t.Errorf("%s: %d admissions by the store while it is broken", p, real)
 		}
 		switch p {
 		case ratesync.Deny:
 			if a.admitted.Load() != 0 || a.errs.Load() == 0 {
-				t.Errorf("deny: %d of %d calls admitted, %d errors; want none admitted", a.admitted.Load(), a.calls.Load(), a.errs.Load())
+				t.Errorf("deny: %d of %d calls admitted by the policy, %d errors; want none admitted", a.admitted.Load(), a.calls.Load(), a.errs.Load())
 			}
 		case ratesync.Local:
 			// One window key: Try and Acquire take from part a's key, a
@@ -774,8 +869,8 @@ func (f *faultRun) hammer(t *testing.T) {
 				t.Errorf("local: %d errors, such as %v", a.errs.Load(), a.errSample())
 			}
 		case ratesync.Allow:
-			if a.admitted.Load() != a.calls.Load() {
-				t.Errorf("allow: %d of %d calls admitted, %d errors, such as %v", a.admitted.Load(), a.calls.Load(), a.errs.Load(), a.errSample())
+			if a.admitted.Load()+a.real.Load() != a.calls.Load() {
+				t.Errorf("allow: %d of %d calls admitted, %d errors, such as %v", a.admitted.Load()+a.real.Load(), a.calls.Load(), a.errs.Load(), a.errSample())
 			}
 		}
 	}
@@ -800,8 +895,10 @@ func (f *faultRun) openBreaker(t *testing.T) {
 // ms, until its breaker closes; it returns the time from the heal. With
 // cancelled, every call's context is cancelled before the call, so every
 // probe's caller has left before the store answers.
-func (f *faultRun) recover(t *testing.T, cancelled bool) time.Duration {
+func (f *faultRun) recover(t *testing.T, cancelled bool) (time.Duration, string) {
 	t.Helper()
+	f.afterHeal.Store(&[]string{})
+	defer f.afterHeal.Store(nil)
 	f.heal(t)
 	healed := time.Now()
 	f.healed = healed
@@ -833,17 +930,13 @@ func (f *faultRun) recover(t *testing.T, cancelled bool) time.Duration {
 		time.Sleep(5 * time.Millisecond) // pace the callers
 	}
 	took := time.Since(healed)
-	if bound := f.o.Cooldown + f.o.CallTimeout + f.o.Margin; took > bound {
-		check := "recovery"
-		if cancelled {
-			check = "recovery/cancelled"
-		}
-		f.fail(t, check, "breaker closed %v after the heal, bound %v (one cool-down, one call, the margin)", took.Round(time.Millisecond), bound)
-	}
+	f.obsMu.Lock()
+	errs := strings.Join(*f.afterHeal.Load(), "; ")
+	f.obsMu.Unlock()
 	if d, err := l.Try(ctx); err != nil || d.Fallback || d.FailedOpen {
-		t.Errorf("%s: after recovery: %v, %v; want the store's answer", f.fc.name, answer{d.Allowed, d.Fallback, d.FailedOpen, err}, err)
+		t.Errorf("%s: after recovery: %v; want the store's answer", f.fc.name, answer{d.Allowed, d.Fallback, d.FailedOpen, err})
 	}
-	return took
+	return took, errs
 }
 
 // storeBack waits until the "slow" store, whose breaker never opens,
@@ -950,19 +1043,25 @@ func logFaultTable(t *testing.T, o FaultOptions, results []*faultResult) {
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "\nAdmissions during %v of Try, Acquire and Composite.Check from %d goroutines per policy on one key (window %d per minute: local bound %d; composite part b %d per minute: local bound %d); breaker threshold %d, cool-down %v; recovery from the heal\n",
+	fmt.Fprintf(&b, "\nAdmissions by the failure policy during %v of Try, Acquire and Composite.Check from %d goroutines per policy on one key (window %d per minute: local bound %d; composite part b %d per minute: local bound %d), and by the store when its late answer beat the call timeout; breaker threshold %d, cool-down %v; recovery times from the heal\n",
 		faultHammer, faultHammerPer, windowLimit, windowLimit/replicas, window2Limit, window2Limit/replicas, faultThreshold, o.Cooldown)
-	b.WriteString("| fault | deny: admitted / calls | local: admitted (composite) / calls | allow: admitted / calls | calls that reached the store | breaker closed after | same, callers cancelled | store answers again after (no breaker) | goroutines gone after Close |\n|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| fault | deny: admitted / calls | local: admitted (of them composite) / calls | allow: admitted / calls | calls that reached the store | breaker closed after | same, callers cancelled | store answers again after (no breaker) | goroutines gone after Close |\n|---|---|---|---|---|---|---|---|---|\n")
 	known := map[string]string{}
 	for _, r := range results {
 		if !r.ran {
 			continue
 		}
 		a := &r.adm
-		fmt.Fprintf(&b, "| %s | %d / %d | %d (%d) / %d | %d / %d | %d | %s | %s | %s | %s |\n", r.fault,
-			a[0].admitted.Load(), a[0].calls.Load(),
-			a[1].admitted.Load(), a[1].composite.Load(), a[1].calls.Load(),
-			a[2].admitted.Load(), a[2].calls.Load(),
+		byStore := func(a *admissions) string {
+			if n := a.real.Load(); n > 0 {
+				return fmt.Sprintf(" (+%d by the store)", n)
+			}
+			return ""
+		}
+		fmt.Fprintf(&b, "| %s | %d%s / %d | %d (%d)%s / %d | %d%s / %d | %d | %s | %s | %s | %s |\n", r.fault,
+			a[0].admitted.Load(), byStore(&a[0]), a[0].calls.Load(),
+			a[1].admitted.Load(), a[1].composite.Load(), byStore(&a[1]), a[1].calls.Load(),
+			a[2].admitted.Load(), byStore(&a[2]), a[2].calls.Load(),
 			r.reached, ms(r.recovery), ms(r.recCancel), ms(r.back), ms(r.goneAfter))
 		for check, reason := range r.known {
 			known[check+" ("+reason+")"] += " " + r.fault + ","
