@@ -73,12 +73,13 @@ func (l *Lease) Fallback() bool { return l != nil && l.fallback }
 // of a lease that expired, does nothing (a Release while another one runs
 // returns at once).
 //
-// Release returns within the store's call timeout, or ctx's deadline when
-// that comes first. Its first attempt ignores ctx's cancellation, so a
-// lease is released even from a request whose context is done. When the
-// store is unavailable, Release tries again within that bound, then
-// returns the error; the lease stays held, so Release can be called again,
-// and the slot frees itself at the end of the lease TTL in any case.
+// Release returns within the store's call timeout, or when ctx ends if
+// that comes first: the release itself ignores ctx's cancellation and goes
+// on (bounded by the call timeout), so a lease is released even from a
+// request whose context is done. When the store is unavailable, Release
+// tries again within the call timeout, then returns the error; the lease
+// stays held, so Release can be called again, and the slot frees itself
+// at the end of the lease TTL in any case.
 func (l *Lease) Release(ctx context.Context) error {
 	if l == nil || len(l.refs) == 0 {
 		return nil
@@ -86,6 +87,36 @@ func (l *Lease) Release(ctx context.Context) error {
 	if !l.state.CompareAndSwap(leaseHeld, leaseReleasing) {
 		return nil // released, or being released by another call
 	}
+	if ctx.Done() == nil || l.inProcess() {
+		return l.release(ctx) // nothing can end it early
+	}
+	// The release goes on without the caller's cancellation (so that a
+	// request whose context is done still frees its slot), bounded by the
+	// call timeout; the caller waits at most until its context ends.
+	done := make(chan error, 1)
+	go func() { done <- l.release(context.WithoutCancel(ctx)) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("ratesync: release: %w (the release goes on within the store's call timeout)", ctx.Err())
+	}
+}
+
+// inProcess reports whether every slot is held by an in-process store,
+// which answers at once.
+func (l *Lease) inProcess() bool {
+	for i := range l.refs {
+		if !l.refs[i].h.inproc {
+			return false
+		}
+	}
+	return true
+}
+
+// release releases the refs not released yet, and leaves the lease
+// released, or held again when a release failed.
+func (l *Lease) release(ctx context.Context) error {
 	var errs []error
 	for i := range l.refs {
 		r := &l.refs[i]
@@ -114,8 +145,7 @@ func (l *Lease) Release(ctx context.Context) error {
 }
 
 // release makes the store call, retrying on unavailability until the
-// store's call timeout (or ctx's earlier deadline); the first attempt runs
-// even when ctx is already done.
+// store's call timeout (or ctx's earlier deadline).
 func (r *leaseRef) release(ctx context.Context) error {
 	bound := r.h.timeout()
 	if bound <= 0 {
@@ -123,11 +153,9 @@ func (r *leaseRef) release(ctx context.Context) error {
 	}
 	budget, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
-	first, cancelFirst := context.WithTimeout(context.WithoutCancel(ctx), bound)
-	defer cancelFirst()
 	backoff := 5 * time.Millisecond
-	for c := first; ; c = budget {
-		err := r.h.call(c, &storeOp{kind: opRelease, key: r.key, lease: r.id})
+	for {
+		err := r.h.call(budget, &storeOp{kind: opRelease, key: r.key, lease: r.id})
 		if err == nil || !driver.IsUnavailable(err) {
 			return err
 		}

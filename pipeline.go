@@ -189,8 +189,11 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 		so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: time.Since(start), Err: err})
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err // the caller already left: nothing to ask the store
+	if err := ctx.Err(); err != nil && h.br.state() != BreakerHalfOpen {
+		// The caller already left: nothing to ask the store, unless the
+		// call would be the half-open breaker's probe, whose answer counts
+		// whoever asked (so that callers who all cancel still close it).
+		return err
 	}
 	done, berr := h.br.cb.Allow()
 	if berr != nil {

@@ -55,7 +55,6 @@ func TestFaults(t *testing.T) {
 
 // TestFaultsStrict is TestFaults with the known bugs failing the test.
 func TestFaultsStrict(t *testing.T) {
-	t.Skip("root bug: Lease.Release returns at the call timeout, past an earlier deadline (lease.go, leaseRef.release)")
 	o := faultOptions(t)
 	o.Strict = true
 	storetest.Faults(t, o)

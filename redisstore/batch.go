@@ -174,7 +174,7 @@ func (s *Store) worker() {
 // exec runs calls, in one pipeline when there are several, and stores each
 // reply in its call.
 func (s *Store) exec(calls []*call, cmds []redis.Cmder) []redis.Cmder {
-	ctx := context.Background()
+	ctx := s.life
 	switch len(calls) {
 	case 0:
 		return cmds

@@ -12,11 +12,7 @@ import (
 
 // Store bugs the fault suite shows (see docs/reliability.md). The suite
 // logs them; TestFaultsStrict fails on them.
-var knownFaults = map[string]string{
-	"close": "store bug: redisstore.Close waits for its batch workers (s.wg.Wait), whose script calls run on " +
-		"context.Background(), so only go-redis's own timeouts end them: socket_timeout (5 s by default) " +
-		"on a black-holed connection, about 0.4 s of dial retries (5 attempts 100 ms apart) while the server refuses",
-}
+var knownFaults = map[string]string{}
 
 func init() {
 	// go-redis stops dialing after pool_max_size failed dials and answers
@@ -71,8 +67,7 @@ func TestFaults(t *testing.T) {
 
 // TestFaultsStrict is TestFaults with the known bugs failing the test.
 func TestFaultsStrict(t *testing.T) {
-	t.Skip("root bug: Lease.Release returns at the call timeout, past an earlier deadline (lease.go, leaseRef.release); " +
-		"store bugs: redisstore.Close bounded by socket_timeout, recovery after a refused or restarted server delayed by go-redis's dial backoff (knownFaults)")
+	t.Skip("go-redis: recovery after a refused or restarted server delayed by its dial backoff (knownFaults)")
 	o := faultOptions(t)
 	o.Strict = true
 	storetest.Faults(t, o)

@@ -65,7 +65,11 @@ type Store struct {
 	direct    atomic.Int32 // calls being sent directly
 	queue     chan *call
 	stop      chan struct{}
-	wg        sync.WaitGroup
+	// life is cancelled by Close: the batch workers' calls run on it, so
+	// that Close ends them (go-redis checks it between dial retries).
+	life     context.Context
+	lifeDone context.CancelFunc
+	wg       sync.WaitGroup
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -127,6 +131,7 @@ func New(c Client, opts ...Option) (*Store, error) {
 		return nil, errors.New("ratesync/redisstore: New: client is nil")
 	}
 	s := &Store{c: c, prefix: DefaultKeyPrefix, stop: make(chan struct{})}
+	s.life, s.lifeDone = context.WithCancel(context.Background())
 	s.workers = max(4, 2*runtime.GOMAXPROCS(0))
 	s.maxBatch = 256
 	s.directMax = 2
@@ -310,20 +315,31 @@ func (s *Store) ping(ctx context.Context) error {
 }
 
 // Close stops the store's goroutines; it closes the client only when the
-// store opened it (from configuration). Close is safe to call more than
-// once.
+// store opened it (from configuration). It returns within a second
+// whatever the network does: a client the store opened is closed first,
+// which ends the calls in flight at once; with a client of the caller's,
+// a batch worker stuck on a silent connection ends on its own, at the
+// client's read timeout. Close is safe to call more than once.
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		close(s.stop)
-		s.wg.Wait()
-		s.hub.Close()
+		s.lifeDone()
 		if s.owned {
 			if cl, ok := s.c.(interface{ Close() error }); ok {
 				err = cl.Close()
 			}
 		}
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		t := time.NewTimer(time.Second)
+		select {
+		case <-done:
+		case <-t.C:
+		}
+		t.Stop()
+		s.hub.Close()
 	})
 	return err
 }
