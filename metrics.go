@@ -83,7 +83,6 @@ func (h *histogram) snapshot(zeros int64) Histogram {
 	return out
 }
 
-
 type metrics struct {
 	acquisitions, denials, timeouts, errors, fallbacks, releases, waiting atomic.Int64
 	totalWait, maxWait                                                    atomic.Int64
