@@ -35,7 +35,7 @@ type MultiProcessOptions struct {
 	// ns, kept in the store's server (not by the library).
 	Holders func(t *testing.T, ns string) Holders
 	// MinAcquisitions is how many acquisitions of the concurrency case
-	// show that the processes contended (default 100).
+	// show that the processes contended (default 50).
 	MinAcquisitions int
 }
 
@@ -69,7 +69,7 @@ func MultiProcess(t *testing.T, o MultiProcessOptions) {
 		t.Skip("child process")
 	}
 	if o.MinAcquisitions == 0 {
-		o.MinAcquisitions = 100
+		o.MinAcquisitions = 50
 	}
 	for _, tc := range []string{"bucket", "window", "concurrency"} {
 		t.Run(tc, func(t *testing.T) {
@@ -104,7 +104,10 @@ func MultiProcess(t *testing.T, o MultiProcessOptions) {
 				if total > bound {
 					t.Fatalf("admitted %d > exact bound %d", total, bound)
 				}
-				if min := int(0.9 * hammerFor.Seconds() * rule.RatePerSecond); total < min {
+				// A lower bound that shows the processes were admitted at all
+				// (a limiter that starves them fails it), loose enough for a
+				// loaded CI machine where processes start late: half the rate.
+				if min := int(0.5 * hammerFor.Seconds() * rule.RatePerSecond); total < min {
 					t.Fatalf("admitted only %d, want at least %d (the limiter must not starve)", total, min)
 				}
 			case "window":
