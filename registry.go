@@ -27,6 +27,7 @@ type Registry struct {
 	stores   map[string]*storeHandle
 	rules    map[string]*ruleState
 	http     HTTPConfig
+	sections map[string]any // settings of registered top-level tables ([http]), by name
 	observer Observer
 	storeObs StoreObserver
 	log      *slog.Logger
@@ -450,6 +451,14 @@ func (r *Registry) HTTP() HTTPConfig {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.http
+}
+
+// Section returns the settings a configuration applied to r gave the
+// top-level table name (see RegisterSection), or nil when none did.
+func (r *Registry) Section(name string) any {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.sections[name]
 }
 
 // StoreInfo describes a configured store.
