@@ -26,7 +26,6 @@ type Registry struct {
 	mu       sync.RWMutex
 	stores   map[string]*storeHandle
 	rules    map[string]*ruleState
-	http     HTTPConfig
 	sections map[string]any // settings of registered top-level tables ([http]), by name
 	observer Observer
 	storeObs StoreObserver
@@ -444,13 +443,6 @@ func (r *Registry) ResetStore(ctx context.Context, name string) error {
 		return notFound(ErrStoreNotFound, name)
 	}
 	return h.call(ctx, &storeOp{kind: opResetAll})
-}
-
-// HTTP returns the [http] settings of the loaded configuration.
-func (r *Registry) HTTP() HTTPConfig {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.http
 }
 
 // Section returns the settings a configuration applied to r gave the

@@ -28,6 +28,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/httplimit"
 	"github.com/rate-sync/ratesync-go/pgstore"
 	_ "github.com/rate-sync/ratesync-go/redisstore"
 )
@@ -187,12 +188,14 @@ func check(path string, w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.Name, r.Store, r.Algorithm, rate, burst, limit, window, conc, lease, timeout, failure)
 	}
 	tw.Flush()
-	if nets := reg.HTTP().TrustedProxyNetworks; len(nets) > 0 {
-		var s []string
-		for _, n := range nets {
-			s = append(s, n.String())
+	if reg.Section("http") != nil {
+		h := httplimit.ConfigOf(reg)
+		var nets []string
+		for _, n := range h.TrustedProxyNetworks {
+			nets = append(nets, n.String())
 		}
-		fmt.Fprintf(w, "\nhttp.trusted_proxy_networks: %s\n", strings.Join(s, ", "))
+		fmt.Fprintf(w, "\nhttp: trusted_proxy_networks=%s proxy_header=%s ipv4_prefix_length=%d ipv6_prefix_length=%d\n",
+			dash(strings.Join(nets, ",")), h.ProxyHeader, h.IPv4PrefixLength, h.IPv6PrefixLength)
 	}
 	return nil
 }
