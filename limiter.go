@@ -329,7 +329,7 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 		a.d = Decision{Allowed: true, FailedOpen: true, Limiter: rs.name, Lease: failedOpenLease}
 		return a, nil
 	}
-	a.d = combine(dec.results, dec.allowed)
+	a.d = combine(dec.results, rs.policies, dec.allowed)
 	a.d.Limiter = rs.name
 	a.d.Fallback = dec.fallback
 	if dec.allowed {
