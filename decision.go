@@ -93,4 +93,7 @@ type State struct {
 	// ResetAt is when the quota is fully restored (now when nothing is in
 	// use).
 	ResetAt time.Time
+	// Concurrency reports that Remaining and Limit are the concurrency
+	// limit's (max_concurrent) rather than the rate's or window's.
+	Concurrency bool
 }

@@ -48,3 +48,30 @@ func TestDecisionConcurrency(t *testing.T) {
 	}
 	res.Lease.Release(ctx)
 }
+
+func TestStateConcurrency(t *testing.T) {
+	r := ratesync.NewRegistry()
+	defer r.Close()
+	r.ConfigureStore("mem", "memory", nil)
+	r.ConfigureLimiter("rate", ratesync.Rule{Store: "mem", RatePerSecond: 0.001, Burst: 2, MaxConcurrent: 5})
+	r.ConfigureLimiter("slots", ratesync.Rule{Store: "mem", RatePerSecond: 0.001, Burst: 10, MaxConcurrent: 3})
+	rate, _ := r.Get("rate")
+	if st, _ := rate.State(ctx); st.Concurrency || st.Limit != 2 || st.Remaining != 2 {
+		t.Fatalf("idle, 2 tokens and 5 slots: %+v, want the bucket's 2 of 2", st)
+	}
+	slots, _ := r.Get("slots")
+	var held []*ratesync.Lease
+	for range 3 {
+		lease, err := slots.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, lease)
+	}
+	if st, _ := slots.State(ctx); !st.Concurrency || st.Limit != 3 || st.Remaining != 0 {
+		t.Fatalf("7 tokens and no slot left: %+v, want the concurrency limit's 0 of 3", st)
+	}
+	for _, h := range held {
+		h.Release(ctx)
+	}
+}
