@@ -17,8 +17,8 @@ type policyState struct {
 	Policy    string  `json:"policy"` // token_bucket, sliding_window or concurrency
 	Limit     int     `json:"limit"`
 	Remaining int     `json:"remaining"`
-	InUse     int     `json:"in_use"` // tokens spent, window admissions, leases held
-	Retry     float64 `json:"retry_after_seconds"`
+	InUse     int     `json:"in_use"`              // tokens spent, window admissions, leases held
+	Retry     float64 `json:"retry_after_seconds"` // for concurrency, until the earliest lease expires
 	Reset     float64 `json:"reset_after_seconds"`
 }
 
@@ -101,10 +101,18 @@ func keyCommand(cmd, path, name string, ids []string, asJSON bool, stdout, stder
 		map[bool]string{true: "a request would be admitted now", false: "a request would be denied now"}[allowed])
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POLICY\tLIMIT\tREMAINING\tIN USE\tRETRY AFTER\tFULL AGAIN IN")
+	full := false
 	for _, p := range rep.Policies {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", p.Policy, p.Limit, p.Remaining, p.InUse, seconds(p.Retry), seconds(p.Reset))
+		full = full || p.Policy == "concurrency" && p.Retry > 0
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if full {
+		fmt.Fprintln(stdout, "\n(concurrency: the retry is when the earliest lease expires; a release frees a slot sooner)")
+	}
+	return nil
 }
 
 type rulePart struct {
