@@ -148,7 +148,8 @@ func (h *holdTimes) estimate(upper, leaseTTL time.Duration, slots int) time.Dura
 func writeFields(h http.Header, policyHeader []string, q *quota, d ratesync.Decision, retry time.Duration, legacy bool) {
 	h[hdrPolicy] = policyHeader
 	t := fieldTime(d, retry)
-	h[hdrRateLimit] = []string{string(appendItem(nil, q, d, t))}
+	var buf [64]byte // the item is built on the stack: one allocation, the string
+	h[hdrRateLimit] = []string{string(appendItem(buf[:0], q, d, t))}
 	if legacy {
 		h.Set("X-RateLimit-Limit", strconv.FormatInt(q.q, 10))
 		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
