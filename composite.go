@@ -168,7 +168,7 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 		for _, r := range results {
 			partAllowed = partAllowed && r.Allowed
 		}
-		d := combine(results, partAllowed)
+		d := combine(results, l.r.policies, partAllowed)
 		d.Allowed = dec.allowed // a part that would pass alone is still denied with the rest
 		d.Limiter = c.parts[i]
 		d.Fallback = dec.fallback

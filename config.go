@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"net/netip"
 	"os"
+	"path"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -22,7 +24,7 @@ import (
 //	[stores.NAME]    engine = "memory" | "redis" | "postgres", then engine options
 //	[limiters.NAME]  store, algorithm, rate_per_second, burst, max_concurrent,
 //	                 limit, window_seconds, timeout, fail_closed, lease_seconds
-//	[http]           trusted_proxy_networks = ["10.0.0.0/8", ...]
+//	[http]           read by package httplimit (see RegisterSection)
 //
 // Strings may use ${VAR} and ${VAR:-default}, table names too. Apply a
 // Config to a Registry with Registry.ApplyConfig.
@@ -30,21 +32,239 @@ type Config struct {
 	File     string
 	Stores   []*StoreConfig
 	Limiters []LimiterConfig
-	HTTP     HTTPConfig
+	// Sections holds what the registered Section of each other top-level
+	// table returned, by the table's registered name ("http").
+	Sections map[string]any
 }
 
 // LimiterConfig is one [limiters.NAME] table, validated.
 type LimiterConfig struct {
 	Name string
 	Rule Rule // normalized: defaults filled in
+
+	storeLine int // line of the store key, for the error when it names no store
 }
 
-// HTTPConfig is the [http] table ([fastapi] is accepted as an alias, for
-// files written for rate-sync).
-type HTTPConfig struct {
-	// TrustedProxyNetworks are the networks whose X-Forwarded-For and
-	// X-Real-IP headers are believed (trusted_proxy_networks).
-	TrustedProxyNetworks []netip.Prefix
+// A Section reads a top-level table of configuration files that a package
+// other than this one defines, as httplimit does with [http]. It returns
+// the table's settings, which Registry.Section gives back once the
+// configuration is applied. It reads the table with the accessors of
+// SectionConfig; a key it does not read is an error that names it.
+type Section func(cfg *SectionConfig) (any, error)
+
+var (
+	sectionsMu sync.RWMutex
+	sections   = map[string]Section{}
+)
+
+// knownSections names the package that reads each top-level table of this
+// module, for the error when that package is not linked in.
+var knownSections = map[string]string{"http": "github.com/rate-sync/ratesync-go/httplimit"}
+
+// sectionAliases maps other names of a top-level table to its own:
+// rate-sync calls [http] [fastapi].
+var sectionAliases = map[string]string{"fastapi": "http"}
+
+// RegisterSection makes the top-level table [name] of configuration files
+// readable, by parse. Packages call it from init, as store packages call
+// RegisterEngine; a file with a table no package registered is an error
+// (that says which import to add, for the tables of this module). It
+// panics if name is empty, "stores", "limiters" or already registered, or
+// parse is nil.
+func RegisterSection(name string, parse Section) {
+	sectionsMu.Lock()
+	defer sectionsMu.Unlock()
+	switch {
+	case name == "" || parse == nil:
+		panic("ratesync: RegisterSection needs a name and a function")
+	case name == "stores" || name == "limiters" || sectionAliases[name] != "":
+		panic("ratesync: RegisterSection: [" + name + "] is a table of the root package")
+	case sections[name] != nil:
+		panic("ratesync: RegisterSection called twice for [" + name + "]")
+	}
+	sections[name] = parse
+}
+
+// SectionConfig is one top-level table of a configuration file, given to
+// the Section registered for it. Its accessors expand ${VAR} references,
+// convert the value to the type asked for, and return errors that name the
+// file, table, key and line.
+type SectionConfig struct {
+	Name    string         // the registered name, also when the file used an alias
+	Options map[string]any // raw values
+
+	file  string
+	raw   string // the table's name as written
+	lines *lineIndex
+	used  map[string]bool
+}
+
+func (c *SectionConfig) field(key string) (field, bool) {
+	if c.used != nil {
+		c.used[key] = true
+	}
+	v, ok := c.Options[key]
+	raw := c.raw
+	if raw == "" {
+		raw = c.Name
+	}
+	return field{file: c.file, table: raw, key: key, line: c.lines.line(raw, key), v: v}, ok
+}
+
+// Has reports whether the option key is set (and marks it as known).
+func (c *SectionConfig) Has(key string) bool {
+	_, ok := c.field(key)
+	return ok
+}
+
+// String returns the string option key, or def when it is not set.
+func (c *SectionConfig) String(key, def string) (string, error) {
+	f, ok := c.field(key)
+	if !ok {
+		return def, nil
+	}
+	return f.str()
+}
+
+// Int returns the integer option key, or def when it is not set.
+func (c *SectionConfig) Int(key string, def int) (int, error) {
+	f, ok := c.field(key)
+	if !ok {
+		return def, nil
+	}
+	return f.int()
+}
+
+// Float returns the number option key, or def when it is not set.
+func (c *SectionConfig) Float(key string, def float64) (float64, error) {
+	f, ok := c.field(key)
+	if !ok {
+		return def, nil
+	}
+	return f.float()
+}
+
+// Bool returns the boolean option key, or def when it is not set.
+func (c *SectionConfig) Bool(key string, def bool) (bool, error) {
+	f, ok := c.field(key)
+	if !ok {
+		return def, nil
+	}
+	return f.bool()
+}
+
+// Seconds returns the option key, a number of seconds, as a duration, or
+// def when it is not set.
+func (c *SectionConfig) Seconds(key string, def time.Duration) (time.Duration, error) {
+	f, ok := c.field(key)
+	if !ok {
+		return def, nil
+	}
+	return f.seconds()
+}
+
+// Strings returns the option key, a list of strings, or nil when it is not
+// set.
+func (c *SectionConfig) Strings(key string) ([]string, error) {
+	f, ok := c.field(key)
+	if !ok {
+		return nil, nil
+	}
+	return f.strings()
+}
+
+// Errorf returns a *ConfigError about the option key of this table.
+func (c *SectionConfig) Errorf(key, format string, args ...any) error {
+	f, _ := c.field(key)
+	return f.errorf(format, args...)
+}
+
+// parseSection reads the top-level table k (as written) with its
+// registered Section.
+func parseSection(file string, lines *lineIndex, k string, v any, line int) (string, any, error) {
+	name := k
+	if a, ok := sectionAliases[k]; ok {
+		name = a
+	}
+	sectionsMu.RLock()
+	parse := sections[name]
+	sectionsMu.RUnlock()
+	if parse == nil {
+		pkg, ok := knownSections[name]
+		if !ok {
+			return "", nil, unknownTopLevel(file, k, v, line)
+		}
+		return "", nil, &ConfigError{File: file, Table: k, Line: line,
+			Msg: fmt.Sprintf("read by package %s, which this program does not import: add import _ %q", path.Base(pkg), pkg)}
+	}
+	t, ok := v.(map[string]any)
+	if !ok {
+		return "", nil, &ConfigError{File: file, Table: k, Line: line, Msg: "must be a table"}
+	}
+	sc := &SectionConfig{Name: name, Options: t, file: file, raw: k, lines: lines, used: map[string]bool{}}
+	out, err := parse(sc)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, key := range slices.Sorted(maps.Keys(t)) {
+		if !sc.used[key] {
+			known := slices.Sorted(maps.Keys(sc.used))
+			return "", nil, sc.Errorf(key, "unknown key: [%s] has %s", k, strings.Join(known, ", "))
+		}
+	}
+	return name, out, nil
+}
+
+// unknownTopLevel is the error of a top-level key nothing reads, with the
+// table the user probably meant ([limiter.api]: [limiters.api]).
+func unknownTopLevel(file, k string, v any, line int) error {
+	names := []string{"stores", "limiters"}
+	sectionsMu.RLock()
+	names = append(names, slices.Collect(maps.Keys(sections))...)
+	sectionsMu.RUnlock()
+	for n := range knownSections {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	names = append(names, slices.Collect(maps.Keys(sectionAliases))...)
+	slices.Sort(names)
+	msg := "unknown top-level key: the file has [stores.NAME], [limiters.NAME] and [http] tables"
+	best, dist := "", 3
+	for _, n := range names {
+		if d := editDistance(strings.ToLower(k), n); d < dist {
+			best, dist = n, d
+		}
+	}
+	if best != "" {
+		sub := ""
+		if t, ok := v.(map[string]any); ok && (best == "stores" || best == "limiters") && len(t) > 0 {
+			sub = "." + slices.Sorted(maps.Keys(t))[0]
+		}
+		msg = fmt.Sprintf("unknown top-level key: did you mean [%s%s]? (the file has [stores.NAME], [limiters.NAME] and [http] tables)", best, sub)
+	}
+	return &ConfigError{File: file, Key: k, Line: line, Msg: msg}
+}
+
+// editDistance is the Levenshtein distance of two short strings.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 var limiterKeys = []string{"store", "algorithm", "rate_per_second", "burst", "max_concurrent", "limit", "window_seconds", "timeout", "fail_closed", "on_store_error", "fallback_replicas", "lease_seconds"}
@@ -73,7 +293,6 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	}
 	lines := indexLines(data)
 	cfg := &Config{File: file}
-	top := field{file: file}
 	for _, k := range slices.Sorted(maps.Keys(raw)) {
 		f := field{file: file, key: k, line: lines.line("", k), v: raw[k]}
 		if f.line == 0 {
@@ -104,15 +323,18 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 				}
 				cfg.Limiters = append(cfg.Limiters, lc)
 			}
-		case "http", "fastapi":
-			h, err := parseHTTP(file, lines, k, raw[k])
+		default:
+			name, v, err := parseSection(file, lines, k, raw[k], f.line)
 			if err != nil {
 				return nil, err
 			}
-			cfg.HTTP = h
-		default:
-			top.key, top.line = k, f.line
-			return nil, top.errorf("unknown top-level key: the file has [stores.NAME], [limiters.NAME] and [http] tables")
+			if _, dup := cfg.Sections[name]; dup {
+				return nil, &ConfigError{File: file, Table: k, Line: f.line, Msg: fmt.Sprintf("the file has [%s] under two names (%s is rate-sync's name of [%s]): keep one", name, aliasOf(name), name)}
+			}
+			if cfg.Sections == nil {
+				cfg.Sections = map[string]any{}
+			}
+			cfg.Sections[name] = v
 		}
 	}
 	seen := map[string]bool{}
@@ -256,7 +478,7 @@ func parseLimiter(file string, lines *lineIndex, raw string, v any) (LimiterConf
 		}
 		return LimiterConfig{}, err
 	}
-	return LimiterConfig{Name: name, Rule: nr}, nil
+	return LimiterConfig{Name: name, Rule: nr, storeLine: lines.line(table, "store")}, nil
 }
 
 func isZeroNumber(key string, r Rule) bool {
@@ -279,43 +501,16 @@ func isZeroNumber(key string, r Rule) bool {
 	return false
 }
 
-func parseHTTP(file string, lines *lineIndex, table string, v any) (HTTPConfig, error) {
-	var h HTTPConfig
-	t, ok := v.(map[string]any)
-	if !ok {
-		return h, &ConfigError{File: file, Table: table, Line: lines.table(table), Msg: "must be a table"}
-	}
-	for _, k := range slices.Sorted(maps.Keys(t)) {
-		f := field{file: file, table: table, key: k, line: lines.line(table, k), v: t[k]}
-		if k != "trusted_proxy_networks" {
-			return h, f.errorf("unknown key: [%s] has trusted_proxy_networks", table)
-		}
-		nets, err := f.strings()
-		if err != nil {
-			return h, err
-		}
-		for _, n := range nets {
-			p, err := parsePrefix(n)
-			if err != nil {
-				return h, f.errorf("%q is not a network: write a CIDR such as \"10.0.0.0/8\" or an address", n)
-			}
-			h.TrustedProxyNetworks = append(h.TrustedProxyNetworks, p)
+// aliasOf returns the other names of the top-level table name.
+func aliasOf(name string) string {
+	var out []string
+	for a, n := range sectionAliases {
+		if n == name {
+			out = append(out, "["+a+"]")
 		}
 	}
-	return h, nil
-}
-
-// parsePrefix parses a CIDR, or a single address as a one-address network.
-func parsePrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	slices.Sort(out)
+	return strings.Join(out, ", ")
 }
 
 // LoadConfig reads the file at path and applies it (see ApplyConfig).
@@ -369,7 +564,7 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 			if list == "" {
 				list = "none"
 			}
-			return fail(&ConfigError{File: cfg.File, Table: "limiters." + lc.Name, Key: "store",
+			return fail(&ConfigError{File: cfg.File, Table: "limiters." + lc.Name, Key: "store", Line: lc.storeLine,
 				Msg: fmt.Sprintf("store %q is not defined (stores: %s)", lc.Rule.Store, list), Err: ErrStoreNotFound})
 		}
 		rules[lc.Name] = r.newRuleState(lc.Name, lc.Rule, h)
@@ -391,8 +586,11 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 		}
 	}
 	maps.Copy(r.rules, rules)
-	if len(cfg.HTTP.TrustedProxyNetworks) > 0 {
-		r.http = cfg.HTTP
+	if len(cfg.Sections) > 0 {
+		if r.sections == nil {
+			r.sections = map[string]any{}
+		}
+		maps.Copy(r.sections, cfg.Sections)
 	}
 	r.mu.Unlock()
 	for h, ttl := range old {
@@ -428,8 +626,33 @@ func tomlType(v any) string {
 		return "an array"
 	case map[string]any:
 		return "a table"
+	case time.Duration:
+		return "a time.Duration (write seconds as a number: 2.5)"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// goNumber converts the Go numeric types a program may put in the options
+// of ConfigureStore (int, uint32, float32...) to what TOML decodes: int64
+// or float64. A time.Duration is not converted: options count seconds, and
+// a Duration counts nanoseconds.
+func goNumber(v any) any {
+	if _, ok := v.(time.Duration); ok {
+		return v
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return rv.Int()
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		if u := rv.Uint(); u <= math.MaxInt64 {
+			return int64(u)
+		}
+		return math.Inf(1) // out of every range
+	case reflect.Float32, reflect.Float64:
+		return rv.Float()
+	}
+	return v
 }
 
 func (f field) expanded() (string, bool, error) {
@@ -456,7 +679,7 @@ func (f field) str() (string, error) {
 }
 
 func (f field) float() (float64, error) {
-	switch v := f.v.(type) {
+	switch v := goNumber(f.v).(type) {
 	case int64:
 		return float64(v), nil
 	case float64:
@@ -480,13 +703,16 @@ func (f field) float() (float64, error) {
 }
 
 func (f field) int() (int, error) {
-	switch v := f.v.(type) {
+	switch v := goNumber(f.v).(type) {
 	case int64:
 		if v > math.MaxInt32 || v < math.MinInt32 {
 			return 0, f.errorf("%d is out of range", v)
 		}
 		return int(v), nil
 	case float64:
+		if math.IsInf(v, 0) {
+			return 0, f.errorf("%v is out of range", f.v)
+		}
 		if v != math.Trunc(v) || math.Abs(v) > math.MaxInt32 {
 			return 0, f.errorf("want a whole number, got %v", v)
 		}
@@ -549,6 +775,13 @@ func (f field) seconds() (time.Duration, error) {
 }
 
 func (f field) strings() ([]string, error) {
+	if ss, ok := f.v.([]string); ok { // from ConfigureStore
+		list := make([]any, len(ss))
+		for i, s := range ss {
+			list[i] = s
+		}
+		f.v = list
+	}
 	list, ok := f.v.([]any)
 	if !ok {
 		return nil, f.errorf("want an array of strings, got %s", tomlType(f.v))
@@ -590,11 +823,16 @@ func (ix *lineIndex) table(t string) int {
 	return ix.tables[t]
 }
 
+// line returns the line of key in table, or, when the table does not set
+// the key (a required key is missing), the line of the table's header.
 func (ix *lineIndex) line(table, key string) int {
 	if ix == nil {
 		return 0
 	}
-	return ix.keys[table+"\x00"+key]
+	if n, ok := ix.keys[table+"\x00"+key]; ok {
+		return n
+	}
+	return ix.tables[table]
 }
 
 func indexLines(data []byte) *lineIndex {
@@ -613,8 +851,17 @@ func indexLines(data []byte) *lineIndex {
 				continue
 			}
 			table = normalizeHeader(line[1:end])
-			if _, ok := ix.tables[table]; !ok {
-				ix.tables[table] = n
+			// [limiters.api] also places [limiters], so that an error about
+			// a top-level key ([limiter.api]) has a line.
+			for t := table; ; {
+				if _, ok := ix.tables[t]; !ok {
+					ix.tables[t] = n
+				}
+				i := strings.LastIndexByte(t, '.')
+				if i < 0 {
+					break
+				}
+				t = t[:i]
 			}
 		default:
 			k, _, ok := strings.Cut(line, "=")

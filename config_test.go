@@ -3,6 +3,7 @@ package ratesync_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,13 +153,17 @@ func TestConfigErrors(t *testing.T) {
 		{"fractional int", store + "[limiters.api]\nstore = \"main\"\nmax_concurrent = 2.5\n", []string{"max_concurrent", "whole number"}},
 		{"unset variable", store + "[limiters.api]\nstore = \"main\"\nrate_per_second = \"${RATESYNC_TEST_UNSET_VAR}\"\n", []string{"RATESYNC_TEST_UNSET_VAR is not set"}},
 		{"unknown top-level", store + "[limters.api]\nstore = \"main\"\n", []string{"limters", "unknown top-level key"}},
-		{"unknown store", store + "[limiters.api]\nstore = \"mian\"\nrate_per_second = 1.0\n", []string{"[limiters.api] store", `store "mian" is not defined (stores: main)`}},
-		{"missing engine", "[stores.main]\nurl = \"x\"\n", []string{"[stores.main] engine", "required"}},
+		{"unknown store", store + "[limiters.api]\nstore = \"mian\"\nrate_per_second = 1.0\n", []string{"test.toml:4", "[limiters.api] store", `store "mian" is not defined (stores: main)`}},
+		{"singular table", store + "\n[limiter.api]\nstore = \"main\"\n", []string{"test.toml:4", "limiter", "did you mean [limiters.api]?"}},
+		{"singular store table", "[store.main]\nengine = \"memory\"\n", []string{"test.toml:1", "did you mean [stores.main]?"}},
+		{"http without httplimit", store + "[http]\ntrusted_proxy_networks = [\"10.0.0.0/8\"]\n", []string{"test.toml:3", "[http]", `add import _ "github.com/rate-sync/ratesync-go/httplimit"`}},
+		{"fastapi without httplimit", "[fastapi]\ntrusted_proxy_networks = []\n", []string{"test.toml:1", "[fastapi]", `add import _ "github.com/rate-sync/ratesync-go/httplimit"`}},
+		{"missing required key of an engine", "\n[stores.main]\nengine = \"test-required\"\n", []string{"test.toml:2", "[stores.main] url", "required"}},
+		{"missing engine", "[stores.main]\nurl = \"x\"\n", []string{"test.toml:1", "[stores.main] engine", "required"}},
 		{"unknown engine", "[stores.main]\nengine = \"mongo\"\n", []string{"test.toml:2", `unknown engine "mongo"`, "memory"}},
 		{"unknown store option", "[stores.main]\nengine = \"memory\"\nurl = \"redis://x\"\n", []string{"test.toml:3", "[stores.main] url", `unknown key for engine "memory"`}},
-		{"bad proxy network", "[http]\ntrusted_proxy_networks = [\"10.0.0.0/33\"]\n", []string{"test.toml:2", "trusted_proxy_networks", "not a network"}},
-		{"proxy networks not a list", "[http]\ntrusted_proxy_networks = \"10.0.0.0/8\"\n", []string{"want an array"}},
 	}
+	registerTestEngines()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := ratesync.ParseConfig("test.toml", []byte(tt.toml))
@@ -216,16 +221,6 @@ timeout = "${RS_EMPTY:-1.5}"
 	}
 }
 
-func TestConfigHTTPSection(t *testing.T) {
-	for _, table := range []string{"http", "fastapi"} {
-		r := loadString(t, "["+table+"]\ntrusted_proxy_networks = [\"10.0.0.0/8\", \"192.168.1.7\", \"::1/128\"]\n")
-		nets := r.HTTP().TrustedProxyNetworks
-		if len(nets) != 3 || nets[0].String() != "10.0.0.0/8" || nets[1].String() != "192.168.1.7/32" || nets[2].String() != "::1/128" {
-			t.Fatalf("[%s]: %v", table, nets)
-		}
-	}
-}
-
 func TestApplyConfigIsAllOrNothing(t *testing.T) {
 	r := loadString(t, "[stores.main]\nengine = \"memory\"\n[limiters.api]\nstore = \"main\"\nrate_per_second = 1.0\n")
 	cfg, err := ratesync.ParseConfig("t.toml", []byte("[stores.other]\nengine = \"memory\"\n[limiters.api]\nstore = \"main\"\nrate_per_second = 5.0\n[limiters.bad]\nstore = \"nope\"\nrate_per_second = 1.0\n"))
@@ -241,12 +236,102 @@ func TestApplyConfigIsAllOrNothing(t *testing.T) {
 	}
 }
 
+// registerTestEngines registers the engines and sections of the config
+// tests once per test binary, so that they can run with -count > 1.
+var registerTestEngines = sync.OnceFunc(func() {
+	ratesync.RegisterEngine("test-required", func(cfg *ratesync.StoreConfig) (ratesyncStore, error) {
+		url, err := cfg.String("url", "")
+		if err == nil && url == "" {
+			err = cfg.Errorf("url", "required")
+		}
+		if err != nil {
+			return nil, err
+		}
+		return newMem(), nil
+	})
+	ratesync.RegisterSection("test_section", func(t *ratesync.SectionConfig) (any, error) {
+		n, err := t.Int("size", 1)
+		if err != nil {
+			return nil, err
+		}
+		names, err := t.Strings("names")
+		return fmt.Sprint(n, names), err
+	})
+})
+
+func TestConfigSections(t *testing.T) {
+	registerTestEngines()
+	r := loadString(t, "[test_section]\nsize = \"${RATESYNC_TEST_SIZE:-3}\"\nnames = [\"a\", \"b\"]\n")
+	if got := r.Section("test_section"); got != "3 [a b]" {
+		t.Fatalf("Section = %v, want what the section's parser returned", got)
+	}
+	if r.Section("http") != nil {
+		t.Fatal("a table the file does not have has settings")
+	}
+	for _, tt := range []struct{ name, toml, want string }{
+		{"unknown key", "[test_section]\nsize = 2\nsise = 3\n", "test.toml:3: [test_section] sise: unknown key: [test_section] has names, size"},
+		{"wrong type", "\n[test_section]\nsize = \"big\"\n", `test.toml:3: [test_section] size: want an integer, got "big"`},
+		{"not a table", "test_section = 1\n", "test.toml:1: [test_section] must be a table"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ratesync.ParseConfig("test.toml", []byte(tt.toml))
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, ratesync.ErrInvalidConfig) {
+				t.Fatalf("got %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// ConfigureStore takes Go values as they come in a program: int, []string,
+// float32; a time.Duration is refused with what to write instead.
+func TestConfigureStoreGoValues(t *testing.T) {
+	registerSecretEngine()
+	var got []string
+	ratesyncTestValues = func(cfg *ratesync.StoreConfig) error {
+		n, err := cfg.Int("pool_size", 0)
+		if err != nil {
+			return err
+		}
+		f, err := cfg.Float("ratio", 0)
+		if err != nil {
+			return err
+		}
+		nodes, err := cfg.Strings("nodes")
+		if err != nil {
+			return err
+		}
+		d, err := cfg.Seconds("timeout_seconds", 0)
+		got = append(got, fmt.Sprint(n, " ", f, " ", nodes, " ", d))
+		return err
+	}
+	defer func() { ratesyncTestValues = nil }()
+	r := ratesync.NewRegistry()
+	defer r.Close()
+	err := r.ConfigureStore("s", "test-secret", map[string]any{"pool_size": 10, "ratio": float32(0.5), "nodes": []string{"a:1", "b:2"}, "timeout_seconds": uint8(2)})
+	if err != nil || len(got) != 1 || got[0] != "10 0.5 [a:1 b:2] 2s" {
+		t.Fatalf("ConfigureStore with Go values: %v, read %q", err, got)
+	}
+	err = r.ConfigureStore("s", "test-secret", map[string]any{"timeout_seconds": 2 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "time.Duration (write seconds as a number") {
+		t.Fatalf("a time.Duration for seconds: %v, want an error saying to write seconds", err)
+	}
+}
+
 // registerSecretEngine registers the engine of TestStoresRedactSecrets
 // once per test binary, so that the test can run with -count > 1.
+// ratesyncTestValues, when set, reads more options in the test-secret
+// engine.
+var ratesyncTestValues func(cfg *ratesync.StoreConfig) error
+
 var registerSecretEngine = sync.OnceFunc(func() {
 	ratesync.RegisterEngine("test-secret", func(cfg *ratesync.StoreConfig) (ratesyncStore, error) {
 		cfg.String("url", "")
 		cfg.String("password", "")
+		if ratesyncTestValues != nil {
+			if err := ratesyncTestValues(cfg); err != nil {
+				return nil, err
+			}
+		}
 		return newMem(), nil
 	})
 })

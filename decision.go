@@ -37,12 +37,16 @@ type Decision struct {
 	// Fallback reports that the store could not decide and the rule's
 	// Local failure policy decided in process.
 	Fallback bool
+	// Concurrency reports that the binding check, whose Limit, Remaining
+	// and RetryAfter the decision reports, is the concurrency limit
+	// (max_concurrent) rather than the rate or window.
+	Concurrency bool
 }
 
-// combine folds per-check results into one decision: allowed when all
-// are; the binding check is the denied one with the longest retry, else the
-// one with the least remaining quota.
-func combine(results []driver.Result, allowed bool) Decision {
+// combine folds per-check results (of checks of policies) into one
+// decision: allowed when all are; the binding check is the denied one with
+// the longest retry, else the one with the least remaining quota.
+func combine(results []driver.Result, policies []driver.Policy, allowed bool) Decision {
 	d := Decision{Allowed: allowed}
 	if len(results) == 0 {
 		return d
@@ -65,6 +69,7 @@ func combine(results []driver.Result, allowed bool) Decision {
 		bind = 0
 	}
 	d.Limit = results[bind].Limit
+	d.Concurrency = policies[bind].Kind == driver.Concurrency
 	if !allowed {
 		d.RetryAfter = results[bind].RetryAfter
 	}
@@ -88,4 +93,7 @@ type State struct {
 	// ResetAt is when the quota is fully restored (now when nothing is in
 	// use).
 	ResetAt time.Time
+	// Concurrency reports that Remaining and Limit are the concurrency
+	// limit's (max_concurrent) rather than the rate's or window's.
+	Concurrency bool
 }

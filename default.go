@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"sync"
 )
 
@@ -21,6 +22,7 @@ var std struct {
 	reg    *Registry
 	loaded bool
 	err    error
+	noFile bool // the automatic loading found no file
 }
 
 // Default returns the registry behind the package-level functions. On first
@@ -43,17 +45,62 @@ func Default() (*Registry, error) {
 
 func autoLoad(r *Registry) error {
 	path, err := FindConfig()
+	std.noFile = err == nil && path == ""
 	if err != nil || path == "" {
 		return err
 	}
 	if err := r.LoadConfig(path); err != nil {
 		if os.Getenv(ConfigEnv) != "" {
-			return fmt.Errorf("ratesync: %s=%s: %w", ConfigEnv, path, err)
+			return &envError{path: path, err: err}
 		}
 		return err
 	}
 	return nil
 }
+
+// envError is an error of the file RATE_SYNC_CONFIG names.
+type envError struct {
+	path string
+	err  error
+}
+
+func (e *envError) Error() string {
+	msg := e.err.Error()
+	if strings.Contains(msg, e.path) {
+		return msg + " (the file " + ConfigEnv + " names)"
+	}
+	return "ratesync: " + ConfigEnv + "=" + e.path + ": " + strings.TrimPrefix(msg, "ratesync: ")
+}
+
+func (e *envError) Unwrap() error { return e.err }
+
+// hint adds to a "not found" error of the package-level functions where
+// the configuration was looked for, when no file was found: otherwise the
+// error names a limiter the user did configure, in a file never read.
+func hint(err error) error {
+	if err == nil || !errors.Is(err, ErrLimiterNotFound) && !errors.Is(err, ErrStoreNotFound) {
+		return err
+	}
+	std.mu.Lock()
+	none := std.noFile
+	std.mu.Unlock()
+	if !none {
+		return err
+	}
+	return &noConfigError{err}
+}
+
+// noConfigError is a not-found error of the default registry when no
+// configuration file was found.
+type noConfigError struct{ err error }
+
+func (e *noConfigError) Error() string {
+	dir, _ := os.Getwd()
+	return fmt.Sprintf("%v (no configuration file was loaded: %s is not set, and neither %s exists in the working directory %s; create one, set %s, or call ratesync.LoadConfig)",
+		e.err, ConfigEnv, strings.Join(defaultConfigPaths, " nor "), dir, ConfigEnv)
+}
+
+func (e *noConfigError) Unwrap() error { return e.err }
 
 // FindConfig returns the configuration file the package-level functions
 // load: the file named by RATE_SYNC_CONFIG (an error if it does not exist),
@@ -87,7 +134,7 @@ func LoadConfig(path string) error {
 	if err := std.reg.LoadConfig(path); err != nil {
 		return err
 	}
-	std.err = nil
+	std.err, std.noFile = nil, false
 	return nil
 }
 
@@ -98,7 +145,7 @@ func ConfigureStore(name, engine string, options map[string]any) error {
 	if err != nil {
 		return err
 	}
-	return r.ConfigureStore(name, engine, options)
+	return hint(r.ConfigureStore(name, engine, options))
 }
 
 // ConfigureLimiter adds a limiter to the default registry; see
@@ -108,7 +155,7 @@ func ConfigureLimiter(name string, rule Rule) error {
 	if err != nil {
 		return err
 	}
-	return r.ConfigureLimiter(name, rule)
+	return hint(r.ConfigureLimiter(name, rule))
 }
 
 // Clone adds a copy of a limiter to the default registry; see
@@ -118,7 +165,7 @@ func Clone(source, name string, edit func(*Rule)) error {
 	if err != nil {
 		return err
 	}
-	return r.Clone(source, name, edit)
+	return hint(r.Clone(source, name, edit))
 }
 
 // Get returns a limiter of the default registry.
@@ -127,7 +174,8 @@ func Get(name string) (*Limiter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.Get(name)
+	l, err := r.Get(name)
+	return l, hint(err)
 }
 
 // For returns the limiter of rule name for one identifier (or a path
@@ -137,7 +185,8 @@ func For(name string, ids ...string) (*Limiter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.For(name, ids...)
+	l, err := r.For(name, ids...)
+	return l, hint(err)
 }
 
 // Resolve resolves a template such as "api:{user_id}" in the default
@@ -147,7 +196,8 @@ func Resolve(tmpl string, values Values) (*Limiter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.Resolve(tmpl, values)
+	l, err := r.Resolve(tmpl, values)
+	return l, hint(err)
 }
 
 // Try makes one attempt on a limiter of the default registry; see
@@ -157,7 +207,8 @@ func Try(ctx context.Context, name string, opts ...CallOption) (Decision, error)
 	if err != nil {
 		return Decision{Limiter: name}, err
 	}
-	return r.Try(ctx, name, opts...)
+	d, err := r.Try(ctx, name, opts...)
+	return d, hint(err)
 }
 
 // Acquire waits on a limiter of the default registry; see Limiter.Acquire.
@@ -166,7 +217,8 @@ func Acquire(ctx context.Context, name string, opts ...CallOption) (*Lease, erro
 	if err != nil {
 		return nil, err
 	}
-	return r.Acquire(ctx, name, opts...)
+	lease, err := r.Acquire(ctx, name, opts...)
+	return lease, hint(err)
 }
 
 // Do acquires, runs fn and releases, on a limiter of the default registry;
@@ -176,7 +228,7 @@ func Do(ctx context.Context, name string, fn func(context.Context) error, opts .
 	if err != nil {
 		return err
 	}
-	return r.Do(ctx, name, fn, opts...)
+	return hint(r.Do(ctx, name, fn, opts...))
 }
 
 // TryDo runs fn only if one attempt on a limiter of the default registry
@@ -186,5 +238,6 @@ func TryDo(ctx context.Context, name string, fn func(context.Context) error, opt
 	if err != nil {
 		return false, err
 	}
-	return r.TryDo(ctx, name, fn, opts...)
+	ran, err := r.TryDo(ctx, name, fn, opts...)
+	return ran, hint(err)
 }

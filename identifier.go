@@ -67,23 +67,63 @@ func HashIdentifier(identifier string, opts ...HashOption) string {
 	return digest[:min(n, len(digest))]
 }
 
-// CombineIdentifiers joins the non-empty parts with ":", like rate-sync's
-// combine_identifiers. Like it, it does not escape separators inside parts;
-// limiter keys built with GetOrClone or templates escape them.
+// CombineIdentifiers joins parts into one identifier (tenant and user, IP
+// and endpoint) so that distinct lists of parts give distinct identifiers:
+// each part escapes '%' and ':' (as %25 and %3A) and an empty part is
+// written "%", as in limiter keys, before they are joined with ':'. Parts
+// without those characters join as with rate-sync's combine_identifiers
+// ("acme", "42" gives "acme:42"); unlike it, a ':' inside a part cannot
+// make two lists alike ("acme", "x:y" and "acme:x", "y"), and empty parts
+// are kept.
 func CombineIdentifiers(parts ...string) string {
 	return CombineIdentifiersWith(":", parts...)
 }
 
-// CombineIdentifiersWith joins the non-empty parts with sep.
+// CombineIdentifiersWith is CombineIdentifiers with another separator: '%'
+// and every byte of sep are escaped in the parts (as %XX), so distinct
+// lists still give distinct identifiers. sep must be punctuation: a sep
+// that is empty or holds '%', an ASCII letter or a digit (which escapes
+// are written with) is taken as ":".
 func CombineIdentifiersWith(sep string, parts ...string) string {
-	kept := make([]string, 0, len(parts))
-	for _, p := range parts {
-		if p != "" {
-			kept = append(kept, p)
+	if !validSeparator(sep) {
+		sep = ":"
+	}
+	escaped := func(c byte) bool { return c == '%' || strings.IndexByte(sep, c) >= 0 }
+	var b strings.Builder
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		if p == "" {
+			b.WriteByte('%')
+			continue
+		}
+		for j := 0; j < len(p); j++ {
+			if c := p[j]; escaped(c) {
+				b.WriteByte('%')
+				b.WriteByte(hexDigits[c>>4])
+				b.WriteByte(hexDigits[c&15])
+			} else {
+				b.WriteByte(c)
+			}
 		}
 	}
-	return strings.Join(kept, sep)
+	return b.String()
 }
+
+func validSeparator(sep string) bool {
+	if sep == "" {
+		return false
+	}
+	for i := 0; i < len(sep); i++ {
+		if c := sep[i]; c == '%' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+const hexDigits = "0123456789ABCDEF"
 
 // pyLower lowercases like Python's str.lower: the full Unicode lowercase
 // mapping, including the two cases where it differs from a rune-by-rune

@@ -1,6 +1,8 @@
 package ratesync_test
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/rate-sync/ratesync-go"
@@ -54,12 +56,19 @@ func TestCombineIdentifiers(t *testing.T) {
 		parts []string
 		want  string
 	}{
-		{"basic", ":", []string{"1.2.3.4", "abc"}, "1.2.3.4:abc"},
-		{"skips empty", ":", []string{"a", "", "b", ""}, "a:b"},
-		{"all empty", ":", []string{"", ""}, ""},
+		{"basic, as rate-sync", ":", []string{"1.2.3.4", "abc"}, "1.2.3.4:abc"},
+		{"three", ":", []string{"tenant", "user", "action"}, "tenant:user:action"},
 		{"single", ":", []string{"a"}, "a"},
+		{"none", ":", nil, ""},
+		{"empty parts kept", ":", []string{"a", "", "b"}, "a:%:b"},
+		{"separator inside is escaped", ":", []string{"acme", "x:y"}, "acme:x%3Ay"},
+		{"percent is escaped", ":", []string{"50%", "a%3Ab"}, "50%25:a%253Ab"},
+		{"IPv6 address", ":", []string{"2001:db8::1", "/login"}, "2001%3Adb8%3A%3A1:/login"},
 		{"custom separator", "|", []string{"tenant", "user", "action"}, "tenant|user|action"},
-		{"separator inside is kept", ":", []string{"a:b", "c"}, "a:b:c"},
+		{"custom separator escaped", "|", []string{"a|b", "c:d"}, "a%7Cb|c:d"},
+		{"multi-byte separator", "::", []string{"a:", ":b"}, "a%3A::%3Ab"},
+		{"a letter is no separator", "x", []string{"a", "b"}, "a:b"},
+		{"an empty separator is ':'", "", []string{"a", "b"}, "a:b"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,4 +83,39 @@ func TestCombineIdentifiers(t *testing.T) {
 			}
 		})
 	}
+	// The collisions of rate-sync's combine_identifiers are gone.
+	for _, pair := range [][2][]string{
+		{{"acme", "x:y"}, {"acme:x", "y"}},
+		{{"a", "", "b"}, {"a", "b"}},
+		{{"a", "%3Ab"}, {"a:b"}},
+		{{""}, {}},
+	} {
+		if a, b := ratesync.CombineIdentifiers(pair[0]...), ratesync.CombineIdentifiers(pair[1]...); a == b {
+			t.Errorf("%q and %q both combine to %q", pair[0], pair[1], a)
+		}
+	}
+}
+
+// FuzzCombineIdentifiers checks that distinct lists of parts combine to
+// distinct identifiers, with any bytes and any separator.
+func FuzzCombineIdentifiers(f *testing.F) {
+	f.Add("acme\x00x:y", "acme:x\x00y", ":")
+	f.Add("a\x00\x00b", "a\x00b", ":")
+	f.Add("a|b\x00c", "a\x00b|c", "|")
+	f.Add("5%\x005", "5\x00%5", "5")
+	f.Fuzz(func(t *testing.T, a, b, sep string) {
+		// a and b are lists of parts separated by NUL (an empty string is
+		// the empty list).
+		split := func(s string) []string {
+			if s == "" {
+				return nil
+			}
+			return strings.Split(s, "\x00")
+		}
+		pa, pb := split(a), split(b)
+		ca, cb := ratesync.CombineIdentifiersWith(sep, pa...), ratesync.CombineIdentifiersWith(sep, pb...)
+		if ca == cb && !slices.Equal(pa, pb) {
+			t.Fatalf("%q and %q both combine to %q with separator %q", pa, pb, ca, sep)
+		}
+	})
 }

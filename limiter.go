@@ -329,7 +329,7 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 		a.d = Decision{Allowed: true, FailedOpen: true, Limiter: rs.name, Lease: failedOpenLease}
 		return a, nil
 	}
-	a.d = combine(dec.results, dec.allowed)
+	a.d = combine(dec.results, rs.policies, dec.allowed)
 	a.d.Limiter = rs.name
 	a.d.Fallback = dec.fallback
 	if dec.allowed {
@@ -661,15 +661,15 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 	dec := decision{op: o}
 	defer dec.done()
 	now := time.Now()
-	st := State{Allowed: true, Remaining: o.results[0].Remaining, Limit: o.results[0].Limit}
+	st := State{Allowed: true, Remaining: o.results[0].Remaining, Limit: o.results[0].Limit, Concurrency: rs.policies[0].Kind == driver.Concurrency}
 	var reset time.Duration
-	for _, r := range o.results {
+	for i, r := range o.results {
 		if !r.Allowed {
 			st.Allowed = false
 			st.RetryAfter = max(st.RetryAfter, r.RetryAfter)
 		}
 		if r.Remaining < st.Remaining {
-			st.Remaining, st.Limit = r.Remaining, r.Limit
+			st.Remaining, st.Limit, st.Concurrency = r.Remaining, r.Limit, rs.policies[i].Kind == driver.Concurrency
 		}
 		st.CurrentUsage = max(st.CurrentUsage, r.Limit-r.Remaining)
 		reset = max(reset, r.ResetAfter)

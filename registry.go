@@ -26,7 +26,7 @@ type Registry struct {
 	mu       sync.RWMutex
 	stores   map[string]*storeHandle
 	rules    map[string]*ruleState
-	http     HTTPConfig
+	sections map[string]any // settings of registered top-level tables ([http]), by name
 	observer Observer
 	storeObs StoreObserver
 	log      *slog.Logger
@@ -445,11 +445,12 @@ func (r *Registry) ResetStore(ctx context.Context, name string) error {
 	return h.call(ctx, &storeOp{kind: opResetAll})
 }
 
-// HTTP returns the [http] settings of the loaded configuration.
-func (r *Registry) HTTP() HTTPConfig {
+// Section returns the settings a configuration applied to r gave the
+// top-level table name (see RegisterSection), or nil when none did.
+func (r *Registry) Section(name string) any {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.http
+	return r.sections[name]
 }
 
 // StoreInfo describes a configured store.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rate-sync/ratesync-go"
 )
@@ -25,9 +27,9 @@ type Part struct {
 func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part, opts ...Option) (func(http.Handler) http.Handler, error) {
 	c := newConfig(opts)
 	limiters := make(map[string]string, len(parts))
-	pols := make(map[string]policy, len(parts))
+	pols := make(map[string]*rulePolicy, len(parts))
 	var hdr strings.Builder
-	for i, p := range parts {
+	for _, p := range parts {
 		if p.Key == nil {
 			return nil, fmt.Errorf("httplimit: composite part %q has no key function", p.Name)
 		}
@@ -40,14 +42,11 @@ func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part,
 		}
 		limiters[p.Name] = p.Limiter
 		pols[p.Name] = describe(p.Name, l.Rule())
-		if i > 0 {
-			hdr.WriteString(", ")
-		}
-		pols[p.Name].item(&hdr)
+		pols[p.Name].items(&hdr)
 	}
 	comp, err := reg.Composite(limiters, strategy)
 	if err != nil {
-		return nil, err
+		return nil, err // names the parts and their stores
 	}
 	policyHeader := []string{hdr.String()}
 	return func(next http.Handler) http.Handler {
@@ -72,48 +71,69 @@ func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part,
 			}
 			h := w.Header()
 			if !res.Allowed {
-				setComposite(h, policyHeader, parts, pols, res, c.legacy)
-				var violated []string
-				if d, ok := res.Results[res.TriggeredBy]; ok && !d.Allowed {
-					violated = []string{res.TriggeredBy}
+				d := res.MostRestrictive
+				var violated []*quota
+				retry := d.RetryAfter
+				if pd, ok := res.Results[res.TriggeredBy]; ok && !pd.Allowed && pd.RetryAfter > 0 {
+					pol := pols[res.TriggeredBy]
+					violated, retry = []*quota{pol.binding(pd.Concurrency)}, pol.retryAfter(pd)
 				} else {
 					for _, p := range parts {
-						violated = append(violated, p.Name)
+						violated = append(violated, pols[p.Name].binding(res.Results[p.Name].Concurrency))
 					}
 				}
-				deny(w, r, c, res.MostRestrictive, violated)
+				setComposite(h, policyHeader, parts, pols, res, retry, c.legacy)
+				deny(w, r, c, d, retry, violated)
 				return
 			}
 			if !c.noHeaders && !res.MostRestrictive.FailedOpen && res.Results != nil {
-				setComposite(h, policyHeader, parts, pols, res, c.legacy)
+				setComposite(h, policyHeader, parts, pols, res, 0, c.legacy)
 			}
 			if res.Lease.Held() {
-				defer res.Lease.Release(context.WithoutCancel(r.Context()))
+				start := time.Now()
+				defer func() {
+					held := time.Since(start)
+					for _, pol := range pols {
+						if pol.conc != nil {
+							pol.holds.observe(held)
+						}
+					}
+					res.Lease.Release(context.WithoutCancel(r.Context()))
+				}()
 			}
 			next.ServeHTTP(w, r)
 		})
 	}, nil
 }
 
-// setComposite writes one RateLimit item per part.
-func setComposite(h http.Header, policyHeader []string, parts []Part, pols map[string]policy, res ratesync.CompositeResult, legacy bool) {
+// setComposite writes one RateLimit item per part; retry is the
+// advertised retry of the part that denied.
+func setComposite(h http.Header, policyHeader []string, parts []Part, pols map[string]*rulePolicy, res ratesync.CompositeResult, retry time.Duration, legacy bool) {
 	h[hdrPolicy] = policyHeader
-	var items []string
+	var b []byte
 	for _, p := range parts {
 		d, ok := res.Results[p.Name]
 		if !ok {
 			continue
 		}
-		tmp := http.Header{}
-		pols[p.Name].set(tmp, nil, d, false)
-		items = append(items, tmp.Get("RateLimit"))
-	}
-	h.Set("RateLimit", strings.Join(items, ", "))
-	if legacy {
-		tmp := http.Header{}
-		pols[res.MostRestrictive.Limiter].set(tmp, nil, res.MostRestrictive, true)
-		for _, k := range []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} {
-			h.Set(k, tmp.Get(k))
+		if len(b) > 0 {
+			b = append(b, ", "...)
 		}
+		pr := time.Duration(0)
+		if p.Name == res.TriggeredBy {
+			pr = retry
+		} else if !d.Allowed && d.RetryAfter > 0 {
+			pr = pols[p.Name].retryAfter(d)
+		}
+		b = appendItem(b, pols[p.Name].binding(d.Concurrency), d, fieldTime(d, pr))
+	}
+	h[hdrRateLimit] = []string{string(b)}
+	if legacy {
+		d := res.MostRestrictive
+		q := pols[d.Limiter].binding(d.Concurrency)
+		t := fieldTime(d, retry)
+		h.Set("X-RateLimit-Limit", strconv.FormatInt(q.q, 10))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(t, 10))
 	}
 }

@@ -6,102 +6,178 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rate-sync/ratesync-go"
 )
 
-// policy is how one rule is advertised in RateLimit-Policy.
-type policy struct {
+// quota is one advertised policy: one item of RateLimit-Policy.
+type quota struct {
 	name   string
 	quoted string // name as a structured-field string
-	quota  int64
-	window int64  // seconds; 0 for a concurrency quota
-	unit   string // "" for requests
-	// conc is the rule's concurrency quota when it also has a rate or
-	// window, advertised as a second policy.
-	conc int64
+	q      int64
+	w      int64 // seconds; 0 for a concurrency quota
+	conc   bool  // a concurrency quota: qu="concurrent-requests"
 }
 
-// describe maps a rule to its advertised policy:
+// rulePolicy is how one rule (a middleware's, or a composite part's) is
+// advertised: a rate or window quota, a concurrency quota, or both. For a
+// concurrency quota it also keeps the hold times its retry estimates come
+// from.
+type rulePolicy struct {
+	rate, conc *quota
+	slots      int           // max_concurrent
+	leaseTTL   time.Duration // the bound of every concurrency retry
+	holds      holdTimes
+}
+
+// describe maps a rule to its advertised policies:
 //   - sliding window: q = limit, w = window (whole seconds, rounded up);
 //   - token bucket: the sustained rate over the time a full burst takes
 //     to refill, w = max(1, ceil(burst/rate)) and q = floor(rate*w), at
 //     least the burst;
-//   - concurrency alone: q = max_concurrent, qu = "concurrent-requests".
-func describe(name string, r ratesync.Rule) policy {
-	p := policy{name: name, quoted: strconv.Quote(name)}
+//   - concurrency: q = max_concurrent, qu = "concurrent-requests", named
+//     name-concurrency beside a rate or window quota.
+func describe(name string, r ratesync.Rule) *rulePolicy {
+	p := &rulePolicy{slots: r.MaxConcurrent, leaseTTL: r.LeaseTTL}
 	switch {
 	case r.Algorithm == ratesync.SlidingWindow:
-		p.quota = int64(r.Limit)
-		p.window = int64(math.Ceil(r.Window.Seconds()))
+		p.rate = &quota{q: int64(r.Limit), w: int64(math.Ceil(r.Window.Seconds()))}
 	case r.RatePerSecond > 0:
 		w := max(1, math.Ceil(float64(r.Burst)/r.RatePerSecond))
-		p.window = int64(w)
-		p.quota = max(int64(r.RatePerSecond*w), int64(r.Burst))
-	default:
-		p.quota = int64(r.MaxConcurrent)
-		p.unit = "concurrent-requests"
-		return p
+		p.rate = &quota{w: int64(w), q: max(int64(r.RatePerSecond*w), int64(r.Burst))}
+	}
+	if p.rate != nil {
+		p.rate.name = name
+		p.rate.quoted = strconv.Quote(name)
 	}
 	if r.MaxConcurrent > 0 {
-		p.conc = int64(r.MaxConcurrent)
+		cn := name
+		if p.rate != nil {
+			cn += "-concurrency"
+		}
+		p.conc = &quota{name: cn, quoted: strconv.Quote(cn), q: int64(r.MaxConcurrent), conc: true}
 	}
 	return p
 }
 
-// item writes one RateLimit-Policy item.
-func (p policy) item(b *strings.Builder) {
-	b.WriteString(p.quoted)
-	b.WriteString(";q=")
-	b.WriteString(strconv.FormatInt(p.quota, 10))
-	if p.unit != "" {
-		b.WriteString(`;qu="` + p.unit + `"`)
-	}
-	if p.window > 0 {
-		b.WriteString(";w=")
-		b.WriteString(strconv.FormatInt(p.window, 10))
-	}
-	if p.conc > 0 {
-		b.WriteString(", ")
-		b.WriteString(strconv.Quote(p.name + "-concurrency"))
-		b.WriteString(`;q=` + strconv.FormatInt(p.conc, 10) + `;qu="concurrent-requests"`)
+// items writes the rule's RateLimit-Policy items.
+func (p *rulePolicy) items(b *strings.Builder) {
+	for _, q := range []*quota{p.rate, p.conc} {
+		if q == nil {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(q.quoted)
+		b.WriteString(";q=")
+		b.WriteString(strconv.FormatInt(q.q, 10))
+		if q.conc {
+			b.WriteString(`;qu="concurrent-requests"`)
+		} else {
+			b.WriteString(";w=")
+			b.WriteString(strconv.FormatInt(q.w, 10))
+		}
 	}
 }
 
-func (p policy) header() string {
-	var b strings.Builder
-	p.item(&b)
-	return b.String()
+// binding returns the quota a decision reports (Decision.Concurrency).
+func (p *rulePolicy) binding(concurrency bool) *quota {
+	if p.conc != nil && (concurrency || p.rate == nil) {
+		return p.conc
+	}
+	return p.rate
 }
 
-// set writes the RateLimit-Policy and RateLimit fields (and the legacy
-// trio) for decision d. t is the seconds until more quota is available:
-// the retry-after of a denial, else the time until the quota is full again.
-// policyHeader is shared by every response of a middleware (the header map
-// takes it as is: no copy, no canonicalisation per request).
-func (p policy) set(h http.Header, policyHeader []string, d ratesync.Decision, legacy bool) {
+// retryAfter returns how long the denial d tells a client to wait: the
+// store's retry for a rate or window, which is exact, and for a
+// concurrency limit the estimate of holdTimes.
+func (p *rulePolicy) retryAfter(d ratesync.Decision) time.Duration {
+	if p.binding(d.Concurrency).conc {
+		return p.holds.estimate(d.RetryAfter, p.leaseTTL, p.slots)
+	}
+	return d.RetryAfter
+}
+
+// holdTimes estimates when a concurrency slot frees: it keeps an
+// exponentially weighted mean of how long the requests this middleware
+// admitted held their slot (weight 1/8 per request, as TCP smooths round
+// trip times).
+type holdTimes struct{ mean atomic.Int64 } // ns; 0 until the first
+
+func (h *holdTimes) observe(d time.Duration) {
+	d = max(d, 1)
+	for {
+		old := h.mean.Load()
+		m := int64(d)
+		if old > 0 {
+			m = old + (int64(d)-old)/8
+		}
+		if h.mean.CompareAndSwap(old, max(m, 1)) {
+			return
+		}
+	}
+}
+
+// estimate returns when a slot is likely to free for a request denied by
+// a full concurrency limit of slots slots: with every slot held, and
+// holders that started at different times, one ends about every
+// mean/slots. Before any hold has ended it is a second (ask again soon).
+// It never passes upper, the store's time until the earliest lease
+// expires (when a slot frees even with no release), nor the lease TTL.
+func (h *holdTimes) estimate(upper, leaseTTL time.Duration, slots int) time.Duration {
+	est := time.Second
+	if m := h.mean.Load(); m > 0 {
+		est = time.Duration(m / int64(max(slots, 1)))
+	}
+	if upper <= 0 || leaseTTL > 0 && upper > leaseTTL {
+		upper = leaseTTL
+	}
+	if upper > 0 {
+		est = min(est, upper)
+	}
+	return est
+}
+
+// writeFields writes the RateLimit-Policy field (policyHeader, shared by
+// every response of a middleware: the header map takes it as is, with no
+// copy) and the RateLimit field (and the legacy trio) of quota q for
+// decision d. retry is the denial's advertised retry.
+func writeFields(h http.Header, policyHeader []string, q *quota, d ratesync.Decision, retry time.Duration, legacy bool) {
 	h[hdrPolicy] = policyHeader
-	t := ceilSeconds(d.ResetAfter)
-	if !d.Allowed && d.RetryAfter > 0 {
-		// Denied by this policy (a composite part that would pass alone
-		// has no retry and reports its reset).
-		t = retrySeconds(d.RetryAfter)
+	t := fieldTime(d, retry)
+	var buf [64]byte // the item is built on the stack: one allocation, the string
+	h[hdrRateLimit] = []string{string(appendItem(buf[:0], q, d, t))}
+	if legacy {
+		h.Set("X-RateLimit-Limit", strconv.FormatInt(q.q, 10))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(t, 10))
 	}
-	var buf [64]byte
-	b := append(buf[:0], p.quoted...)
+}
+
+// fieldTime returns the t of a RateLimit item: the seconds until more
+// quota is available, the retry of a denial by this quota, else the time
+// until the quota is full again (a composite part that would pass alone
+// is denied with the others, and reports its reset).
+func fieldTime(d ratesync.Decision, retry time.Duration) int64 {
+	if !d.Allowed && d.RetryAfter > 0 {
+		return retrySeconds(retry)
+	}
+	return ceilSeconds(d.ResetAfter)
+}
+
+// appendItem appends the RateLimit item of quota q for d.
+func appendItem(b []byte, q *quota, d ratesync.Decision, t int64) []byte {
+	b = append(b, q.quoted...)
 	b = append(b, ";r="...)
 	b = strconv.AppendInt(b, int64(max(d.Remaining, 0)), 10)
 	if t > 0 {
 		b = append(b, ";t="...)
 		b = strconv.AppendInt(b, t, 10)
 	}
-	h[hdrRateLimit] = []string{string(b)}
-	if legacy {
-		h.Set("X-RateLimit-Limit", strconv.Itoa(d.Limit))
-		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
-		h.Set("X-RateLimit-Reset", strconv.FormatInt(t, 10))
-	}
+	return b
 }
 
 // The canonical forms of the field names (what http.Header.Set would use).
@@ -128,7 +204,8 @@ type Problem struct {
 	Detail            string   `json:"detail,omitempty"`
 	ViolatedPolicies  []string `json:"violated-policies,omitempty"`
 	RetryAfterSeconds int64    `json:"retry_after_seconds,omitempty"`
-	Limit             int      `json:"limit,omitempty"`
+	// Limit is the violated policy's quota: its q in RateLimit-Policy.
+	Limit int64 `json:"limit,omitempty"`
 }
 
 // QuotaExceeded is the problem type of a 429.
@@ -144,16 +221,25 @@ func WriteProblem(w http.ResponseWriter, p Problem) {
 	w.Write(append(body, '\n'))
 }
 
-// DefaultDenied answers 429 with a quota-exceeded problem body.
+// DefaultDenied answers 429 with a quota-exceeded problem body, whose
+// limit is the violated policy's quota, as in RateLimit-Policy.
 func DefaultDenied(w http.ResponseWriter, r *http.Request, d Denial) {
+	what := "Rate limit exceeded for "
+	if d.Decision.Concurrency {
+		what = "Too many concurrent requests for "
+	}
+	unit := " seconds."
+	if d.RetryAfter == 1 {
+		unit = " second."
+	}
 	WriteProblem(w, Problem{
 		Type:              QuotaExceeded,
 		Title:             "Too Many Requests",
 		Status:            http.StatusTooManyRequests,
-		Detail:            "Rate limit exceeded for " + strings.Join(d.Policies, ", ") + "; retry after " + itoa(d.RetryAfter) + " seconds.",
+		Detail:            what + strings.Join(d.Policies, ", ") + "; retry after " + itoa(d.RetryAfter) + unit,
 		ViolatedPolicies:  d.Policies,
 		RetryAfterSeconds: d.RetryAfter,
-		Limit:             d.Decision.Limit,
+		Limit:             d.Limit,
 	})
 }
 

@@ -2,20 +2,28 @@
 // standard library's shape (func(http.Handler) http.Handler), with no
 // router dependency.
 //
-//	api, _ := reg.Limiter("api")
-//	mux.Handle("GET /items", httplimit.New(api, httplimit.ClientIP())(items))
+//	api, _ := reg.Get("api")
+//	mux.Handle("GET /items", httplimit.New(api, httplimit.ClientIP(httplimit.FromConfig(reg)))(items))
 //
 // Every limited response carries the IETF RateLimit-Policy and RateLimit
 // fields (draft-ietf-httpapi-ratelimit-headers-10), and optionally the
 // legacy X-RateLimit-* trio. A denied request gets 429 with Retry-After
 // (whole seconds, rounded up), Cache-Control: no-store and an RFC 9457
-// application/problem+json body. Values come from the store's decision.
+// application/problem+json body. Every field names one quota with one
+// meaning: the q of RateLimit-Policy is the body's limit and
+// X-RateLimit-Limit. Values come from the store's decision, except the
+// retry of a full concurrency limit, which is estimated from the hold
+// times the middleware observed (see docs/http.md).
 //
 // Token-bucket and sliding-window rules decide once; a concurrency rule
 // holds its lease for the handler's duration and releases it when the
 // handler returns or panics. With Wait, a request waits up to the rule's
 // timeout before it is denied. Store errors follow the rule's failure
-// policy: fail open by default, fail_closed answers 503.
+// policy: by default the limits are enforced in process; deny
+// (fail_closed) answers 503.
+//
+// Each request counts once in the limiter's metrics: an admission (a 200),
+// a denial or, with Wait, a timeout (a 429).
 package httplimit
 
 import (
@@ -29,15 +37,18 @@ import (
 	"github.com/rate-sync/ratesync-go"
 )
 
-// Denial describes a denied request, for a DeniedHandler.
+// Denial describes a denied request, for an OnDenied handler.
 type Denial struct {
 	// Decision is the store's decision (for a composite, the decision of
 	// the part that denied).
 	Decision ratesync.Decision
-	// Policies names the violated policies.
+	// Policies names the violated policies, as in RateLimit-Policy.
 	Policies []string
-	// RetryAfter is Decision.RetryAfter rounded up to whole seconds (at
-	// least 1), as sent in Retry-After.
+	// Limit is the violated policy's quota: its q in RateLimit-Policy.
+	Limit int64
+	// RetryAfter is the Retry-After sent, in whole seconds (at least 1):
+	// the store's retry rounded up, or for a concurrency limit an estimate
+	// from the observed hold times (see docs/http.md).
 	RetryAfter int64
 }
 
@@ -149,7 +160,9 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 		name = l.Name()
 	}
 	pol := describe(name, l.Rule())
-	policyHeader := []string{pol.header()}
+	var hb strings.Builder
+	pol.items(&hb)
+	policyHeader := []string{hb.String()}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !c.applies(r.URL.Path) {
@@ -168,52 +181,60 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 			} else {
 				d, err = kl.Try(r.Context())
 			}
-			if err != nil && !errors.Is(err, ratesync.ErrTimeout) {
+			if err != nil {
 				c.failed(w, r, err)
 				return
 			}
 			h := w.Header()
 			if !d.Allowed {
-				pol.set(h, policyHeader, d, c.legacy)
-				deny(w, r, c, d, []string{name})
+				q, retry := pol.binding(d.Concurrency), pol.retryAfter(d)
+				writeFields(h, policyHeader, q, d, retry, c.legacy)
+				deny(w, r, c, d, retry, []*quota{q})
 				return
 			}
 			if !c.noHeaders && !d.FailedOpen {
-				pol.set(h, policyHeader, d, c.legacy)
+				writeFields(h, policyHeader, pol.binding(d.Concurrency), d, 0, c.legacy)
 			}
 			if d.Lease.Held() {
-				defer d.Lease.Release(context.WithoutCancel(r.Context()))
+				start := time.Now()
+				defer func() {
+					pol.holds.observe(time.Since(start))
+					d.Lease.Release(context.WithoutCancel(r.Context()))
+				}()
 			}
 			next.ServeHTTP(w, r)
 		})
 	}
 }
 
-// acquire waits for l like Limiter.Acquire and returns the decision that
-// admitted the request, or the last denial when the wait budget ran out.
+// acquire waits for l like Limiter.Acquire, counted as one request (an
+// admission or a timeout), and returns the decision that admitted it with
+// the state after the admission, or the denial when the wait budget ran
+// out. Without a budget (no rule timeout, no request deadline) it makes
+// one attempt.
 func acquire(ctx context.Context, l *ratesync.Limiter) (ratesync.Decision, error) {
-	d, err := l.Try(ctx)
-	if err != nil || d.Allowed || (l.Rule().Timeout <= 0 && !hasDeadline(ctx)) {
-		return d, err
+	rule := l.Rule()
+	if rule.Timeout <= 0 && !hasDeadline(ctx) {
+		return l.Try(ctx)
 	}
 	lease, err := l.Acquire(ctx)
 	if err != nil {
-		if errors.Is(err, ratesync.ErrTimeout) {
-			var te *ratesync.TimeoutError
-			if errors.As(err, &te) && te.RetryAfter > 0 {
-				d.RetryAfter = te.RetryAfter
-			}
-			return d, nil // denied: answered 429 with the first decision's values
+		var te *ratesync.TimeoutError
+		if !errors.As(err, &te) {
+			return ratesync.Decision{Limiter: l.Name()}, err
 		}
-		return d, err
+		// Denied by the quota that ran out: none of it is left. A timeout
+		// with no rate retry was a wait for a concurrency slot.
+		return ratesync.Decision{Limiter: l.Name(), RetryAfter: te.RetryAfter, Concurrency: te.RetryAfter == 0 && rule.MaxConcurrent > 0}, nil
 	}
-	// Admitted after waiting: report the state after this admission.
-	st, serr := l.State(ctx)
-	out := ratesync.Decision{Allowed: true, Limit: d.Limit, Remaining: d.Remaining, Limiter: d.Limiter, Lease: lease}
-	if serr == nil {
-		out.Remaining, out.ResetAfter = st.Remaining, max(time.Until(st.ResetAt), 0)
+	d := ratesync.Decision{Allowed: true, Limiter: l.Name(), Lease: lease, FailedOpen: lease.FailedOpen(), Fallback: lease.Fallback()}
+	if !d.FailedOpen {
+		if st, err := l.State(context.WithoutCancel(ctx)); err == nil {
+			d.Limit, d.Remaining, d.Concurrency = st.Limit, st.Remaining, st.Concurrency
+			d.ResetAfter = max(time.Until(st.ResetAt), 0)
+		}
 	}
-	return out, nil
+	return d, nil
 }
 
 func hasDeadline(ctx context.Context) bool {
@@ -221,12 +242,17 @@ func hasDeadline(ctx context.Context) bool {
 	return ok
 }
 
-func deny(w http.ResponseWriter, r *http.Request, c *config, d ratesync.Decision, policies []string) {
-	secs := retrySeconds(d.RetryAfter)
+// deny sets Retry-After and answers with the denied handler.
+func deny(w http.ResponseWriter, r *http.Request, c *config, d ratesync.Decision, retry time.Duration, violated []*quota) {
+	secs := retrySeconds(retry)
 	h := w.Header()
 	h.Set("Retry-After", itoa(secs))
 	h.Set("Cache-Control", "no-store")
-	c.denied(w, r, Denial{Decision: d, Policies: policies, RetryAfter: secs})
+	names := make([]string, len(violated))
+	for i, q := range violated {
+		names[i] = q.name
+	}
+	c.denied(w, r, Denial{Decision: d, Policies: names, Limit: violated[0].q, RetryAfter: secs})
 }
 
 // retrySeconds rounds a retry-after up to whole seconds, at least 1 and at

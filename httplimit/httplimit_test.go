@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -300,16 +301,22 @@ func TestClientIPTrustedProxies(t *testing.T) {
 		{"two trusted hops", "10.0.0.2:1", []string{"203.0.113.5, 10.0.0.7"}, "", "203.0.113.5"},
 		{"several headers", "10.0.0.2:1", []string{"1.2.3.4", "203.0.113.5"}, "", "203.0.113.5"},
 		{"X-Real-IP from a proxy", "10.0.0.2:1", nil, "203.0.113.5", "203.0.113.5"},
-		{"IPv6 peer", "[2001:db8::1]:443", nil, "", "2001:db8::1"},
+		{"IPv6 peer keyed by its /64", "[2001:db8::1]:443", nil, "", "2001:db8::/64"},
+		{"IPv6 client through a proxy keyed by its /64", "10.0.0.2:1", []string{"2001:db8:0:7:a:b:c:d"}, "", "2001:db8:0:7::/64"},
 		{"IPv4-mapped", "[::ffff:203.0.113.5]:1", nil, "", "203.0.113.5"},
 		{"garbage in XFF stops the walk", "10.0.0.2:1", []string{"203.0.113.5, junk"}, "", "10.0.0.2"},
+		// A malformed entry means the peer, never a header the client sets.
+		{"malformed XFF entry with X-Real-IP", "10.0.0.2:1", []string{"198.51.100.9:61000"}, "6.6.6.6", "10.0.0.2"},
+		{"empty XFF with X-Real-IP", "10.0.0.2:1", []string{""}, "6.6.6.6", "10.0.0.2"},
+		{"zoned XFF entry", "10.0.0.2:1", []string{"fe80::1%eth0"}, "6.6.6.6", "10.0.0.2"},
+		{"client garbage left of a good entry", "10.0.0.2:1", []string{"junk, 203.0.113.5"}, "6.6.6.6", "203.0.113.5"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := httptest.NewRequest("GET", "/", nil)
 			req.RemoteAddr = tt.remote
 			for _, v := range tt.xff {
-				req.Header.Add("X-Forwarded-For", v)
+				req.Header["X-Forwarded-For"] = append(req.Header["X-Forwarded-For"], v)
 			}
 			if tt.realIP != "" {
 				req.Header.Set("X-Real-IP", tt.realIP)
@@ -423,5 +430,86 @@ func TestCustomDenied(t *testing.T) {
 	w := get(t, h, "192.0.2.1:1", nil)
 	if w.Code != 418 || got.RetryAfter < 999 || w.Header().Get("Retry-After") == "" {
 		t.Fatalf("%d %+v %v", w.Code, got, w.Header())
+	}
+}
+
+func TestClientIPForwarded(t *testing.T) {
+	key := httplimit.ClientIP(httplimit.TrustProxies(netip.MustParsePrefix("10.0.0.0/8")), httplimit.ProxyHeader("Forwarded"))
+	tests := []struct {
+		name, remote string
+		fwd          []string
+		want         string
+	}{
+		{"one hop", "10.0.0.2:1", []string{"for=203.0.113.5;proto=https"}, "203.0.113.5"},
+		{"quoted IPv6 with port", "10.0.0.2:1", []string{`for="[2001:db8:cafe::17]:4711"`}, "2001:db8:cafe::/64"},
+		{"IPv4 with port", "10.0.0.2:1", []string{`For="203.0.113.5:80"`}, "203.0.113.5"},
+		{"spoofed element left of the real one", "10.0.0.2:1", []string{"for=1.2.3.4, for=203.0.113.5"}, "203.0.113.5"},
+		{"trusted hops skipped", "10.0.0.2:1", []string{"for=203.0.113.5, for=10.1.1.1;by=10.0.0.2"}, "203.0.113.5"},
+		{"lines in order", "10.0.0.2:1", []string{"for=1.2.3.4", "for=203.0.113.5"}, "203.0.113.5"},
+		{"a garbled client line does not hide the proxy's", "10.0.0.2:1", []string{`for="1.2.3.4`, "for=203.0.113.5"}, "203.0.113.5"},
+		{"unknown stops the walk", "10.0.0.2:1", []string{"for=203.0.113.5, for=unknown"}, "10.0.0.2"},
+		{"obfuscated stops the walk", "10.0.0.2:1", []string{"for=_hidden"}, "10.0.0.2"},
+		{"no for= stops the walk", "10.0.0.2:1", []string{"proto=https"}, "10.0.0.2"},
+		{"unbracketed IPv6 is malformed", "10.0.0.2:1", []string{`for="2001:db8::1"`}, "10.0.0.2"},
+		{"X-Forwarded-For is not read", "10.0.0.2:1", nil, "10.0.0.2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest("GET", "/", nil)
+			req.RemoteAddr = tt.remote
+			req.Header["Forwarded"] = tt.fwd
+			req.Header.Set("X-Forwarded-For", "6.6.6.6")
+			if tt.fwd != nil {
+				req.Header.Set("X-Real-IP", "7.7.7.7")
+			}
+			got, err := key(req)
+			if err != nil || got != tt.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// One IPv6 subscriber (one /64) cannot take a fresh key per address: the
+// /64 shares one limit, and another /64 has its own.
+func TestIPv6PrefixSharesTheLimit(t *testing.T) {
+	r := registry(t, map[string]ratesync.Rule{"api": {RatePerSecond: 0.001, Burst: 5}})
+	h := httplimit.New(limiter(t, r, "api"), httplimit.ClientIP())(ok)
+	admitted := 0
+	for i := range 1000 {
+		remote := fmt.Sprintf("[2001:db8:1:2:%x:%x::1]:443", i/256, i%256)
+		if get(t, h, remote, nil).Code == 200 {
+			admitted++
+		}
+	}
+	if admitted != 5 {
+		t.Fatalf("1000 addresses of one /64 had %d requests admitted, want the burst of 5", admitted)
+	}
+	if get(t, h, "[2001:db8:1:3::1]:443", nil).Code != 200 {
+		t.Fatal("another /64 was limited with the first")
+	}
+	// Configurable: /128 keys each address.
+	h = httplimit.New(limiter(t, r, "api"), httplimit.ClientIP(httplimit.PrefixLengths(0, 128)))(ok)
+	for i := range 10 {
+		if c := get(t, h, fmt.Sprintf("[2001:db8:9::%x]:443", i+1), nil).Code; c != 200 {
+			t.Fatalf("address %d of a /64 keyed per address: %d", i, c)
+		}
+	}
+}
+
+func TestClientIPOptionsPanicWhenInvalid(t *testing.T) {
+	for name, opt := range map[string]httplimit.IPOption{
+		"v4 33":      httplimit.PrefixLengths(33, 0),
+		"v6 -1":      httplimit.PrefixLengths(0, -1),
+		"bad header": httplimit.ProxyHeader("X-Real-IP"),
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: ClientIP did not panic", name)
+				}
+			}()
+			httplimit.ClientIP(opt)
+		}()
 	}
 }

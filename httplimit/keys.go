@@ -30,42 +30,82 @@ type IPOption func(*ipOpts)
 type ipOpts struct {
 	trusted []netip.Prefix
 	realIP  bool
+	header  string // the proxy header, as given
+	v4, v6  int    // prefix lengths
 }
 
-// TrustProxies makes ClientIP believe X-Forwarded-For and X-Real-IP from
-// peers in these networks (load balancers, reverse proxies).
+// TrustProxies makes ClientIP believe the forwarding headers
+// (X-Forwarded-For, or Forwarded with ProxyHeader, and X-Real-IP) of peers
+// in these networks (load balancers, reverse proxies).
 func TrustProxies(networks ...netip.Prefix) IPOption {
-	return func(o *ipOpts) { o.trusted = append(o.trusted, networks...) }
+	return func(o *ipOpts) {
+		for _, p := range networks {
+			o.trusted = append(o.trusted, unmapPrefix(p))
+		}
+	}
 }
 
-// TrustProxiesFrom trusts the networks of reg's [http]
-// trusted_proxy_networks configuration.
-func TrustProxiesFrom(reg *ratesync.Registry) IPOption {
-	return TrustProxies(reg.HTTP().TrustedProxyNetworks...)
+// ProxyHeader sets the header trusted proxies write client addresses in:
+// "X-Forwarded-For" (the default) or "Forwarded" (RFC 7239). Name the one
+// your proxies write: a client can send the other, and it arrives as the
+// client wrote it. ClientIP panics on another name.
+func ProxyHeader(name string) IPOption { return func(o *ipOpts) { o.header = name } }
+
+// PrefixLengths keys clients by the prefix of their address: ipv4 leading
+// bits of an IPv4 address (default 32, the address itself) and ipv6 of an
+// IPv6 one (default 64: a subscriber gets a /64 or more, so keying each
+// address would let one client use a fresh key per request). Zero keeps a
+// default. ClientIP panics on a length out of range (1 to 32, 1 to 128).
+func PrefixLengths(ipv4, ipv6 int) IPOption {
+	return func(o *ipOpts) {
+		if ipv4 != 0 {
+			o.v4 = ipv4
+		}
+		if ipv6 != 0 {
+			o.v6 = ipv6
+		}
+	}
 }
 
-// IgnoreRealIP makes ClientIP ignore X-Real-IP (it is read, after
-// X-Forwarded-For, only from a trusted peer).
+// IgnoreRealIP makes ClientIP ignore X-Real-IP (it is read, when the proxy
+// header is absent, only from a trusted peer).
 func IgnoreRealIP() IPOption { return func(o *ipOpts) { o.realIP = false } }
 
 // ClientIP returns the key function of the client's IP address.
 //
 // The address is the TCP peer's, unless the peer is a trusted proxy: then
-// X-Forwarded-For is read right to left, skipping trusted hops, and the
-// first untrusted address is the client (a client cannot spoof its address
-// by sending its own X-Forwarded-For, because the entries it wrote are left
-// of the ones the proxies appended). If every hop is trusted, the leftmost
-// is used; without X-Forwarded-For, X-Real-IP from a trusted peer. Each
-// address is its own key, in canonical form (IPv4-mapped IPv6 addresses as
-// IPv4).
+// X-Forwarded-For (or Forwarded, see ProxyHeader) is read right to left,
+// skipping trusted hops, and the first untrusted address is the client (a
+// client cannot spoof its address by sending its own header, because the
+// entries it wrote are left of the ones the proxies appended). If every
+// hop is trusted, the leftmost is used. A malformed entry stops the walk,
+// and the peer is used: nothing left of it can be trusted, and no other
+// header is consulted. Only when the request has no proxy header at all
+// is X-Real-IP read, from a trusted peer.
+//
+// The key is the address in canonical form (IPv4-mapped IPv6 addresses as
+// IPv4, zones dropped), or its prefix when PrefixLengths (or FromConfig)
+// sets one shorter than the address: by default each IPv6 client is keyed
+// by its /64, such as "2001:db8:1:2::/64".
 //
 // A request with no usable address (a peer address that does not parse, as
 // with some Unix-socket listeners) gets an error wrapping ErrNoKey, so the
 // middleware answers 400 instead of putting all such requests in one bucket.
 func ClientIP(opts ...IPOption) KeyFunc {
-	o := ipOpts{realIP: true}
+	o := ipOpts{realIP: true, header: "X-Forwarded-For", v4: DefaultIPv4PrefixLength, v6: DefaultIPv6PrefixLength}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if err := checkPrefixLengths(o.v4, o.v6); err != nil {
+		panic("httplimit: ClientIP: " + err.Error())
+	}
+	header, err := proxyHeader(o.header)
+	if err != nil {
+		panic("httplimit: ClientIP: " + err.Error())
+	}
+	hops := xForwardedFor
+	if header == "Forwarded" {
+		hops = forwardedFor
 	}
 	trusted := func(a netip.Addr) bool {
 		for _, p := range o.trusted {
@@ -81,32 +121,77 @@ func ClientIP(opts ...IPOption) KeyFunc {
 			return "", fmt.Errorf("%w: peer address %q: %v", ErrNoKey, r.RemoteAddr, err)
 		}
 		if len(o.trusted) == 0 || !trusted(peer) {
-			return addrString(peer, r.RemoteAddr), nil
+			if peer.Is4() && o.v4 == 32 {
+				return addrString(peer, r.RemoteAddr), nil
+			}
+			return o.key(peer), nil
 		}
-		hops := forwardedFor(r.Header)
-		for i := len(hops) - 1; i >= 0; i-- {
-			a, err := netip.ParseAddr(hops[i])
-			if err != nil {
-				// A malformed entry: nothing left of it can be trusted.
-				break
-			}
-			a = a.Unmap()
-			if !trusted(a) {
-				return a.String(), nil
-			}
-			if i == 0 {
-				return a.String(), nil // every hop is a trusted proxy
-			}
-		}
-		if o.realIP {
-			if v := strings.TrimSpace(r.Header.Get("X-Real-IP")); v != "" {
-				if a, err := netip.ParseAddr(v); err == nil {
-					return a.Unmap().String(), nil
+		if _, present := r.Header[header]; !present {
+			if o.realIP {
+				if v := strings.TrimSpace(r.Header.Get("X-Real-IP")); v != "" {
+					if a, err := netip.ParseAddr(v); err == nil {
+						return o.key(a), nil
+					}
 				}
 			}
+			return o.key(peer), nil
 		}
-		return peer.String(), nil
+		entries := hops(r.Header)
+		for i := len(entries) - 1; i >= 0; i-- {
+			a := entries[i]
+			if !a.IsValid() {
+				break // malformed: nothing left of it can be trusted
+			}
+			if !trusted(a) || i == 0 { // the client, or every hop is a trusted proxy
+				return o.key(a), nil
+			}
+		}
+		return o.key(peer), nil
 	}
+}
+
+// key returns the key of address a: a in canonical form, or its prefix.
+func (o *ipOpts) key(a netip.Addr) string {
+	a = a.Unmap().WithZone("")
+	bits := o.v6
+	if a.Is4() {
+		bits = o.v4
+	}
+	if bits >= a.BitLen() {
+		return a.String()
+	}
+	p, _ := a.Prefix(bits)
+	return p.String()
+}
+
+func checkPrefixLengths(v4, v6 int) error {
+	switch {
+	case v4 < 1 || v4 > 32:
+		return fmt.Errorf("IPv4 prefix length %d: want 1 to 32", v4)
+	case v6 < 1 || v6 > 128:
+		return fmt.Errorf("IPv6 prefix length %d: want 1 to 128", v6)
+	}
+	return nil
+}
+
+// proxyHeader returns the canonical name of a proxy header.
+func proxyHeader(name string) (string, error) {
+	switch {
+	case strings.EqualFold(name, "X-Forwarded-For"):
+		return "X-Forwarded-For", nil
+	case strings.EqualFold(name, "Forwarded"):
+		return "Forwarded", nil
+	}
+	return "", fmt.Errorf("proxy header %q: want \"X-Forwarded-For\" or \"Forwarded\"", name)
+}
+
+// unmapPrefix returns p with an IPv4-mapped address as IPv4, since
+// ClientIP compares unmapped addresses.
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 // addrString returns a's canonical text, reusing the host part of remote
@@ -136,15 +221,22 @@ func parseAddr(remote string) (netip.Addr, error) {
 	return a.Unmap(), nil
 }
 
-// forwardedFor returns the X-Forwarded-For entries of every such header,
-// in order.
-func forwardedFor(h http.Header) []string {
-	var out []string
+// xForwardedFor returns the X-Forwarded-For entries of every such header,
+// in order, unmapped; a malformed entry (not an address: a host, a port, a
+// garbled list) is the zero Addr.
+func xForwardedFor(h http.Header) []netip.Addr {
+	var out []netip.Addr
 	for _, v := range h.Values("X-Forwarded-For") {
-		for _, part := range strings.Split(v, ",") {
-			if p := strings.TrimSpace(part); p != "" {
-				out = append(out, p)
+		for part := range strings.SplitSeq(v, ",") {
+			p := strings.TrimSpace(part)
+			if p == "" {
+				continue // an empty list element (RFC 9110 5.6.1)
 			}
+			a, err := netip.ParseAddr(p)
+			if err != nil || a.Zone() != "" {
+				a = netip.Addr{}
+			}
+			out = append(out, a.Unmap())
 		}
 	}
 	return out

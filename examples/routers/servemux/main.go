@@ -22,7 +22,7 @@ func newHandler(reg *ratesync.Registry) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	perIP := httplimit.New(api, httplimit.ClientIP(httplimit.TrustProxiesFrom(reg)))
+	perIP := httplimit.New(api, httplimit.ClientIP(httplimit.FromConfig(reg)))
 	mux := http.NewServeMux()
 	mux.Handle("GET /hello", perIP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("hello\n"))
