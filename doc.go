@@ -45,7 +45,7 @@
 //
 // # Per-key limits
 //
-// One rule serves any number of identifiers: Registry.GetOrClone("api",
+// One rule serves any number of identifiers: Registry.For("api",
 // userID), Limiter.For, or templates such as "api:{tenant_id}:{user_id}".
 // Each identifier has its own state in the store, which expires when idle.
 // Composite decides several limiters (per IP and per account) all or

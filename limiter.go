@@ -50,8 +50,8 @@ type binding struct {
 func (rs *ruleState) handle() *storeHandle { return rs.bind.Load().h }
 
 // Limiter applies one rule to one key. The limiter returned by
-// Registry.Limiter uses the rule's own key; per-key limiters (For,
-// GetOrClone, templates) share the rule and store but keep separate state.
+// Registry.Get uses the rule's own key; per-key limiters (For,
+// Registry.For, templates) share the rule and store but keep separate state.
 //
 // A Limiter is a few words, cheap to create per request, and safe for
 // concurrent use.

@@ -232,7 +232,7 @@ func TestPerKeyLimitsAndTemplates(t *testing.T) {
 		t.Fatal("user 7 first try denied")
 	}
 	if d, _ := b.Try(ctx); d.Allowed {
-		t.Fatal("template limiter does not share GetOrClone's state")
+		t.Fatal("template limiter does not share For's state")
 	}
 	other, _ := r.For("api", "8")
 	if d, _ := other.Try(ctx); !d.Allowed {

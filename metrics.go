@@ -6,7 +6,7 @@ import (
 )
 
 // Metrics is a snapshot of one rule's counters in this process. Per-key
-// limiters (GetOrClone, templates) count toward their rule, so the number of
+// limiters (For, templates) count toward their rule, so the number of
 // series stays bounded by the number of rules.
 type Metrics struct {
 	Acquisitions      int64         // requests admitted (Try, Acquire, Do, composite checks)

@@ -12,7 +12,7 @@ type Values map[string]string
 // "api:{user_id}" or "api:{tenant_id}:{user_id}". The first segment (before
 // the first ':') names the rule; every later segment is one identifier of a
 // per-key limiter, made of literal text and {placeholders}. So
-// "api:{user_id}" with user_id 7 is the limiter GetOrClone("api", "7").
+// "api:{user_id}" with user_id 7 is the limiter For("api", "7").
 //
 // A Template is immutable and safe for concurrent use.
 type Template struct {

@@ -104,6 +104,10 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 		return nil, cfg.Errorf("url", "set exactly one of url (one server), cluster_nodes (Redis Cluster) or sentinel_master with sentinel_nodes (Sentinel)")
 	}
 
+	// One dial attempt per call: go-redis's default of 5, 100 ms apart,
+	// outlasts the call timeout, so a refused connection would be reported
+	// as a timeout instead of its cause; the pipeline retries anyway.
+	const dialRetries = 1
 	var c Client
 	switch {
 	case url != "":
@@ -119,6 +123,7 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 		}
 		o.PoolSize, o.MinIdleConns = poolMax, poolMin
 		o.ReadTimeout, o.WriteTimeout, o.DialTimeout = readTimeout, readTimeout, dialTimeout
+		o.DialerRetries = dialRetries
 		c = redis.NewClient(o)
 	case len(nodes) > 0:
 		if db > 0 {
@@ -128,6 +133,7 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 			Addrs: nodes, Password: password,
 			PoolSize: poolMax, MinIdleConns: poolMin,
 			ReadTimeout: readTimeout, WriteTimeout: readTimeout, DialTimeout: dialTimeout,
+			DialerRetries: dialRetries,
 		})
 	default:
 		if len(sentinels) == 0 {
@@ -137,6 +143,7 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 			MasterName: master, SentinelAddrs: sentinels, Password: password, DB: max(db, 0),
 			PoolSize: poolMax, MinIdleConns: poolMin,
 			ReadTimeout: readTimeout, WriteTimeout: readTimeout, DialTimeout: dialTimeout,
+			DialerRetries: dialRetries,
 		})
 	}
 	opts := []Option{WithKeyPrefix(prefix), WithBatching(batchWorkers, batchSize)}
