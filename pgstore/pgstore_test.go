@@ -171,7 +171,7 @@ func TestOneRoundTripPerDecision(t *testing.T) {
 	}
 	r := ratesync.NewRegistry()
 	defer r.Close()
-	r.AddStore("pg", s)
+	r.AddStore("pg", s, ratesync.WithCallTimeout(10*time.Second)) // count the store's own calls only
 	for name, rule := range map[string]ratesync.Rule{
 		"bucket":   {RatePerSecond: 1000, Burst: 1000},
 		"combined": {Algorithm: ratesync.SlidingWindow, Limit: 1000, Window: time.Minute, MaxConcurrent: 1000},

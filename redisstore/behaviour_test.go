@@ -52,11 +52,16 @@ func registryOn(t *testing.T, s *redisstore.Store, rules map[string]ratesync.Rul
 	t.Helper()
 	r := ratesync.NewRegistry()
 	t.Cleanup(func() { r.Close() })
-	if err := r.AddStore("r", s); err != nil {
+	// These tests check the store's answers: a slow call under load must
+	// not be answered by a failure policy instead.
+	if err := r.AddStore("r", s, ratesync.WithCallTimeout(10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	for name, rule := range rules {
 		rule.Store = "r"
+		if rule.OnStoreError == "" {
+			rule.OnStoreError = ratesync.Deny
+		}
 		if err := r.ConfigureLimiter(name, rule); err != nil {
 			t.Fatal(err)
 		}
