@@ -65,7 +65,7 @@ func BenchmarkSingleBucket(b *testing.B) {
 func benchBuckets(b *testing.B, s *Store, p *pgxpool.Pool) {
 	ctx := context.Background()
 	const nkeys, conc = 10_000, 32
-	pol := driver.Policy{Kind: driver.TokenBucket, Rate: 1e9, Burst: 1_000_000}
+	pol := driver.Policy{Kind: driver.TokenBucket, Rate: 1e6, Burst: 1_000_000_000} // admits everything
 	keys := make([]driver.Key, nkeys)
 	res := make([]driver.Result, 1)
 	for i := range keys {
