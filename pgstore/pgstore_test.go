@@ -137,12 +137,18 @@ func storeIn(t testing.TB, p *pgxpool.Pool, schema string, opts ...pgstore.Optio
 	return s
 }
 
-func TestConformance(t *testing.T) {
+func TestConformance(t *testing.T) { conformance(t) }
+
+// TestConformanceBatched holds the batch statement to the same answers:
+// every lone token-bucket decision goes through a batch.
+func TestConformanceBatched(t *testing.T) { conformance(t, pgstore.WithAllBatched()) }
+
+func conformance(t *testing.T, opts ...pgstore.Option) {
 	p := pool(t, nil)
 	storetest.Run(t, storetest.Options{
-		New: func(t *testing.T) driver.Store { return store(t, p) },
+		New: func(t *testing.T) driver.Store { return store(t, p, opts...) },
 		NewWithClock: func(t *testing.T, now func() time.Time) driver.Store {
-			return store(t, p, pgstore.WithClock(now))
+			return store(t, p, append(opts, pgstore.WithClock(now))...)
 		},
 		// One hot row serialises its decisions on the row lock (each holds
 		// it until its commit), so the hammer tests run smaller here.
