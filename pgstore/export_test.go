@@ -53,3 +53,6 @@ func Setting(ctx context.Context, s *Store, name string) (string, error) {
 // however few are in flight, so that tests hold batchSQL to the same
 // answers as bucketSQL.
 func WithAllBatched() Option { return func(s *Store) { s.directMax = 0 } }
+
+// Batching returns the store's batch workers and batch size.
+func Batching(s *Store) (workers, size int) { return s.batchWorkers, s.batchSize }
