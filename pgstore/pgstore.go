@@ -3,11 +3,12 @@
 //
 // Every decision, whatever its checks, is one round trip: one statement
 // for a lone token-bucket check, one call of a PL/pgSQL function for
-// anything else. Denials are answered on the committed state without a
-// lock; admissions create and lock the rows they need in (key, kind)
-// order (so concurrent decisions never deadlock) and apply every check or
-// none, on the server's clock (clock_timestamp()) read after the locks
-// are held. Keys are bytes: any identifier of any length is a key.
+// anything else; under load, lone token-bucket checks share statements
+// (WithBatching), each still decided on its own. Denials are answered on
+// the committed state without a lock; admissions create and lock the rows
+// they need in (key, kind) order (so concurrent decisions never deadlock)
+// and apply every check or none, on the server's clock (clock_timestamp())
+// read after the locks are held. Keys are bytes: any identifier of any length is a key.
 // Concurrency waiters are woken through LISTEN/NOTIFY on one connection
 // per store; a background sweep deletes idle rows. See docs/postgres.md.
 //
