@@ -171,7 +171,7 @@ func WithStatementTimeout(d time.Duration) Option {
 // consumes, the most common decision) are batched: up to workers
 // statements in flight, each deciding up to maxBatch of them (defaults
 // DefaultBatchWorkers and DefaultBatchSize). A decision is sent at once,
-// in a statement of its own, while at most two are in flight, so batching
+// in a statement of its own, while at most four are in flight, so batching
 // adds no wait at low concurrency; under load, the decisions that queue
 // up while the workers are busy go together in one statement, each still
 // decided on its own. maxBatch 1 sends every decision in a statement of
@@ -198,7 +198,7 @@ func New(pool Pool, opts ...Option) (*Store, error) {
 	}
 	s := &Store{pool: pool, schema: DefaultSchema, table: DefaultTable, auto: true,
 		sweepEvery: DefaultSweepInterval, bound: DefaultStatementTimeout, ping: listenPing,
-		directMax: 2, batchWorkers: DefaultBatchWorkers, batchSize: DefaultBatchSize}
+		directMax: 4, batchWorkers: DefaultBatchWorkers, batchSize: DefaultBatchSize}
 	for _, o := range opts {
 		o(s)
 	}
