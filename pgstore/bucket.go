@@ -126,10 +126,11 @@ func (s *Store) decideBucket(ctx context.Context, c *driver.Check, res *driver.R
 	ci, capNs := cost*iv, int64(c.Policy.Burst)*iv
 	key := storedKey(c.Key)
 	outcome, tat, now := bucketAlone, int64(0), int64(0)
-	if n := s.inflight.Add(1); n > s.directMax && s.batchSize > 1 {
+	n := s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	if n > s.directMax && s.batchSize > 1 {
 		outcome, tat, now, err = s.queueBucket(ctx, key, ci, capNs)
 	}
-	defer s.inflight.Add(-1)
 	if outcome == bucketAlone && err == nil {
 		outcome, tat, now, err = s.bucketOne(ctx, key, ci, capNs)
 	}
