@@ -76,6 +76,14 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	batchWorkers, err := cfg.Int("batch_workers", 0)
+	if err != nil {
+		return nil, err
+	}
+	batchSize, err := cfg.Int("batch_size", 0)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Has("timing_margin_ms") {
 		return nil, cfg.Errorf("timing_margin_ms", "not supported: ratesync-go decides on the server's clock with exact timing; remove the key")
 	}
@@ -104,6 +112,10 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 		return nil, cfg.Errorf("tcp_user_timeout_seconds", "must be >= 0 (0 leaves the system default)")
 	case stmtTimeout < time.Millisecond:
 		return nil, cfg.Errorf("statement_timeout_seconds", "must be at least 0.001")
+	case batchWorkers < 0:
+		return nil, cfg.Errorf("batch_workers", "must be >= 1")
+	case batchSize < 0:
+		return nil, cfg.Errorf("batch_size", "must be >= 1 (1 turns batching off)")
 	}
 	pc, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -140,7 +152,7 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 		return nil, fmt.Errorf("stores.%s: %w", cfg.Name, err)
 	}
 	s, err := New(pool, WithSchema(schema), WithTable(table), WithAutoCreate(auto), WithUnlogged(unlogged),
-		WithSweepInterval(sweep), WithStatementTimeout(stmtTimeout))
+		WithSweepInterval(sweep), WithStatementTimeout(stmtTimeout), WithBatching(batchWorkers, batchSize))
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("stores.%s: %w", cfg.Name, err)

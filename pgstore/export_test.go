@@ -48,3 +48,11 @@ func Setting(ctx context.Context, s *Store, name string) (string, error) {
 	err := s.pool.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v)
 	return v, err
 }
+
+// WithAllBatched sends every lone token-bucket decision through a batch,
+// however few are in flight, so that tests hold batchSQL to the same
+// answers as bucketSQL.
+func WithAllBatched() Option { return func(s *Store) { s.directMax = 0 } }
+
+// Batching returns the store's batch workers and batch size.
+func Batching(s *Store) (workers, size int) { return s.batchWorkers, s.batchSize }

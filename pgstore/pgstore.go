@@ -3,11 +3,12 @@
 //
 // Every decision, whatever its checks, is one round trip: one statement
 // for a lone token-bucket check, one call of a PL/pgSQL function for
-// anything else. Denials are answered on the committed state without a
-// lock; admissions create and lock the rows they need in (key, kind)
-// order (so concurrent decisions never deadlock) and apply every check or
-// none, on the server's clock (clock_timestamp()) read after the locks
-// are held. Keys are bytes: any identifier of any length is a key.
+// anything else; under load, lone token-bucket checks share statements
+// (WithBatching), each still decided on its own. Denials are answered on
+// the committed state without a lock; admissions create and lock the rows
+// they need in (key, kind) order (so concurrent decisions never deadlock)
+// and apply every check or none, on the server's clock (clock_timestamp())
+// read after the locks are held. Keys are bytes: any identifier of any length is a key.
 // Concurrency waiters are woken through LISTEN/NOTIFY on one connection
 // per store; a background sweep deletes idle rows. See docs/postgres.md.
 //
@@ -50,6 +51,8 @@ const (
 	DefaultTable            = "rate_limiter_state" // rate-sync's table name
 	DefaultSweepInterval    = 30 * time.Second
 	DefaultStatementTimeout = 5 * time.Second
+	DefaultBatchWorkers     = 2
+	DefaultBatchSize        = 64
 	sweepBatch              = 1000
 	// listenPing is how long the release listener waits for a
 	// notification before it checks that its connection still answers.
@@ -103,13 +106,23 @@ type Store struct {
 
 	hub *notify.Hub // release subscribers and the one LISTEN connection
 
+	// Batches of lone bucket decisions (bucket.go).
+	inflight     atomic.Int32 // lone bucket decisions in flight
+	directMax    int32        // in flight before batching starts
+	batchWorkers int
+	batchSize    int
+	batchMu      sync.Mutex
+	batchQueue   []*bucketCall
+	batchRunners int
+	batchClosed  bool
+
 	longMu   sync.Mutex
 	longKeys map[string]string // stored form → encoded key, for notifications
 }
 
 // queries are the statements, with the quoted object names filled in.
 type queries struct {
-	decide, bucket, release, extend, reset, resetAll, sweep string
+	decide, bucket, batch, release, extend, reset, resetAll, sweep string
 }
 
 // Option configures a Store.
@@ -154,6 +167,26 @@ func WithStatementTimeout(d time.Duration) Option {
 	}
 }
 
+// WithBatching sets how lone token-bucket decisions (one check that
+// consumes, the most common decision) are batched: up to workers
+// statements in flight, each deciding up to maxBatch of them (defaults
+// DefaultBatchWorkers and DefaultBatchSize). A decision is sent at once,
+// in a statement of its own, while at most four are in flight, so batching
+// adds no wait at low concurrency; under load, the decisions that queue
+// up while the workers are busy go together in one statement, each still
+// decided on its own. maxBatch 1 sends every decision in a statement of
+// its own.
+func WithBatching(workers, maxBatch int) Option {
+	return func(s *Store) {
+		if workers > 0 {
+			s.batchWorkers = workers
+		}
+		if maxBatch > 0 {
+			s.batchSize = maxBatch
+		}
+	}
+}
+
 func withClock(now func() time.Time) Option { return func(s *Store) { s.clock = now } }
 
 // New returns a store on the caller's pool; the store never closes it. It
@@ -164,7 +197,8 @@ func New(pool Pool, opts ...Option) (*Store, error) {
 		return nil, errors.New("ratesync/pgstore: New: pool is nil")
 	}
 	s := &Store{pool: pool, schema: DefaultSchema, table: DefaultTable, auto: true,
-		sweepEvery: DefaultSweepInterval, bound: DefaultStatementTimeout, ping: listenPing}
+		sweepEvery: DefaultSweepInterval, bound: DefaultStatementTimeout, ping: listenPing,
+		directMax: 4, batchWorkers: DefaultBatchWorkers, batchSize: DefaultBatchSize}
 	for _, o := range opts {
 		o(s)
 	}
@@ -180,6 +214,7 @@ func New(pool Pool, opts ...Option) (*Store, error) {
 	s.q = queries{
 		decide:   "SELECT " + fn("decide") + "($1, $2, $3, $4, $5, $6, $7, $8)",
 		bucket:   strings.NewReplacer("{{T}}", T, "{{expiry}}", fn("expiry")).Replace(bucketSQL),
+		batch:    strings.NewReplacer("{{T}}", T, "{{expiry}}", fn("expiry")).Replace(batchSQL),
 		release:  "SELECT " + fn("release") + "($1, $2, $3)",
 		extend:   "SELECT " + fn("extend") + "($1, $2, $3, $4)",
 		reset:    "DELETE FROM " + T + " WHERE key = $1",
@@ -205,34 +240,6 @@ func channelName(schema, table string) string {
 	sum := sha256.Sum256([]byte(c))
 	return "ratesync_released_" + hex.EncodeToString(sum[:16])
 }
-
-// bucketSQL decides a lone token-bucket check (the most common decision)
-// in one statement, with no PL/pgSQL. c reads the committed row and then
-// the clock: a denial there is final and writes nothing. An admission
-// upserts the row; on a conflict the update reads the clock again once it
-// holds the row lock, rechecks, and records that reading in at, which
-// RETURNING gives back. When the locked row turns out full (another
-// decision got there first) no row is returned and the caller decides
-// again with the function. $1 key, $2 cost times interval (ns), $3 burst
-// times interval, $4 test clock or NULL.
-const bucketSQL = `WITH c AS MATERIALIZED (
-  SELECT (SELECT t.tat FROM {{T}} t WHERE t.key = $1 AND t.kind = 1) AS tat,
-    coalesce($4::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000) AS now,
-    set_config('synchronous_commit', 'off', true) AS cfg
-), d AS (
-  SELECT tat, now, coalesce(tat, 0) + $2 - $3 <= now AS ok FROM c
-), ins AS (
-  INSERT INTO {{T}} AS s (key, kind, tat, at, expires_at)
-  SELECT $1, 1, greatest(d.tat, d.now) + $2, d.now, {{expiry}}(0, greatest(d.tat, d.now) + $2) FROM d WHERE d.ok
-  ON CONFLICT (key, kind) DO UPDATE SET (tat, at, expires_at) = (
-    SELECT greatest(s.tat, n.now) + $2, n.now, {{expiry}}(s.expires_at, greatest(s.tat, n.now) + $2)
-    FROM (SELECT coalesce($4::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000) AS now) n)
-  WHERE coalesce(s.tat, 0) + $2 - $3 <= coalesce($4::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000)
-  RETURNING s.tat, s.at
-)
-SELECT tat, at, true FROM ins
-UNION ALL
-SELECT tat, now, false FROM d WHERE NOT d.ok`
 
 // quote returns a PostgreSQL quoted identifier.
 func quote(id string) string { return `"` + strings.ReplaceAll(id, `"`, `""`) + `"` }
@@ -402,7 +409,7 @@ func (s *Store) run(ctx context.Context, checks []driver.Check, results []driver
 	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	if consume && len(checks) == 1 && checks[0].Policy.Kind == driver.TokenBucket && max(checks[0].Cost, 1) <= checks[0].Policy.Burst && !s.noBucket {
-		ok, done, err := s.bucket(ctx, &checks[0], &results[0])
+		ok, done, err := s.decideBucket(ctx, &checks[0], &results[0])
 		if done || err != nil {
 			return ok, err
 		}
@@ -495,47 +502,19 @@ func (s *Store) abandon(checks []driver.Check, keys [][]byte, token string) {
 }
 
 // background runs fn on a goroutine that Close waits for, unless the
-// store is closed.
-func (s *Store) background(fn func()) {
+// store is closed; it reports whether it did.
+func (s *Store) background(fn func()) bool {
 	s.bgMu.Lock()
 	defer s.bgMu.Unlock()
 	if s.closed.Load() {
-		return
+		return false
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		fn()
 	}()
-}
-
-// bucket decides one token-bucket check with bucketSQL. done is false when
-// the locked row denied what the committed one admitted: the caller then
-// decides with the function.
-func (s *Store) bucket(ctx context.Context, c *driver.Check, res *driver.Result) (ok, done bool, err error) {
-	iv := int64(c.Policy.Interval())
-	cost := int64(max(c.Cost, 1))
-	capNs := int64(c.Policy.Burst) * iv
-	var tat, now int64
-	err = s.pool.QueryRow(ctx, s.q.bucket, storedKey(c.Key), cost*iv, capNs, s.now()).Scan(&tat, &now, &ok)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, false, nil
-	}
-	if err != nil {
-		return false, true, classify(fmt.Errorf("ratesync/pgstore: decide: %w", err))
-	}
-	d := max(tat-now, 0)
-	avail := func(d int64) int {
-		if capNs > d {
-			return int((capNs - d) / iv)
-		}
-		return 0
-	}
-	*res = driver.Result{Allowed: ok, Limit: c.Policy.Burst, Remaining: avail(d), ResetAfter: time.Duration(d)}
-	if !ok {
-		res.RetryAfter = time.Duration(d + cost*iv - capNs)
-	}
-	return ok, true, nil
+	return true
 }
 
 // Decide implements driver.Store.
@@ -762,6 +741,7 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		s.bgMu.Unlock()
 		s.cancel()
+		s.closeBatches()
 		if s.dialer != nil {
 			s.dialer.closeAll()
 		}

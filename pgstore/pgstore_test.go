@@ -137,12 +137,18 @@ func storeIn(t testing.TB, p *pgxpool.Pool, schema string, opts ...pgstore.Optio
 	return s
 }
 
-func TestConformance(t *testing.T) {
+func TestConformance(t *testing.T) { conformance(t) }
+
+// TestConformanceBatched holds the batch statement to the same answers:
+// every lone token-bucket decision goes through a batch.
+func TestConformanceBatched(t *testing.T) { conformance(t, pgstore.WithAllBatched()) }
+
+func conformance(t *testing.T, opts ...pgstore.Option) {
 	p := pool(t, nil)
 	storetest.Run(t, storetest.Options{
-		New: func(t *testing.T) driver.Store { return store(t, p) },
+		New: func(t *testing.T) driver.Store { return store(t, p, opts...) },
 		NewWithClock: func(t *testing.T, now func() time.Time) driver.Store {
-			return store(t, p, pgstore.WithClock(now))
+			return store(t, p, append(opts, pgstore.WithClock(now))...)
 		},
 		// One hot row serialises its decisions on the row lock (each holds
 		// it until its commit), so the hammer tests run smaller here.
@@ -368,6 +374,8 @@ connect_timeout_seconds = 1.5
 keepalive_seconds = 20
 tcp_user_timeout_seconds = 30
 statement_timeout_seconds = 0.75
+batch_workers = 3
+batch_size = 16
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -380,11 +388,16 @@ statement_timeout_seconds = 0.75
 	if v, err := pgstore.Setting(bg, s, "statement_timeout"); err != nil || v != "750ms" {
 		t.Fatalf("statement_timeout on the store's connections = %q, %v; want 750ms", v, err)
 	}
+	if w, n := pgstore.Batching(s); w != 3 || n != 16 {
+		t.Errorf("batching %d workers of %d decisions, want 3 of 16", w, n)
+	}
 	for key, bad := range map[string]string{
 		"connect_timeout_seconds":   "0",
 		"keepalive_seconds":         "-1",
 		"tcp_user_timeout_seconds":  "-1",
 		"statement_timeout_seconds": "0",
+		"batch_workers":             "-1",
+		"batch_size":                "-1",
 	} {
 		cfg, err := ratesync.ParseConfig("bad.toml", []byte("[stores.db]\nengine = \"postgres\"\nurl = \""+url+"\"\n"+key+" = "+bad+"\n"))
 		if err == nil {
