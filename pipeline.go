@@ -45,6 +45,9 @@ type storeHandle struct {
 	lastErr   atomic.Pointer[error] // the last unavailable answer, for the log
 	// stats counts the calls of each kind (stores not in process only).
 	stats [opResetAll + 1]callStats
+	// work hands calls to idle workers; quit ends them (see dispatch).
+	work chan *task
+	quit chan struct{}
 }
 
 // callStats counts one kind of store call: calls, failed calls (those the
@@ -205,7 +208,7 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 		return err
 	}
 	start := time.Now()
-	err := h.bounded(ctx, o, h.outcome(done))
+	err := h.bounded(ctx, o, done)
 	d := time.Since(start)
 	h.record(o.kind, d, err, true)
 	if so != nil {
@@ -221,24 +224,97 @@ const (
 	callLeft     // the caller left first: the store call cleans up
 )
 
-type pending struct {
-	state atomic.Int32
-	once  sync.Once
-	done  func(error)
-	reply chan error
+// task is one store call, run by a worker of the store for a caller that
+// waits for its answer until its context or the call timeout ends. It is
+// also the store call's context: the caller's values and a deadline (the
+// call timeout), without the caller's cancellation. Tasks are pooled with
+// their timer and reply channel; one whose store call may still run (its
+// caller left, or its timer fired) is never put back.
+type task struct {
+	h        *storeHandle
+	o        *storeOp
+	done     func(error) // the breaker's outcome of the call
+	reported atomic.Bool
+	state    atomic.Int32
+	reply    chan error
+	timeout  time.Duration
+
+	parent   context.Context
+	deadline time.Time
+	expired  chan struct{} // closed at the deadline, by timer
+	timer    *time.Timer
 }
 
-// report tells the breaker the call's outcome, once.
-func (p *pending) report(err error) { p.once.Do(func() { p.done(err) }) }
+var taskPool sync.Pool
 
-// outcome returns done wrapped so that unavailable answers are kept for
-// the log.
-func (h *storeHandle) outcome(done func(error)) func(error) {
-	return func(err error) {
-		if err != nil && driver.IsUnavailable(err) {
-			h.lastErr.Store(&err)
-		}
-		done(err)
+func newTask(h *storeHandle, o *storeOp, done func(error), parent context.Context, timeout time.Duration) *task {
+	t, _ := taskPool.Get().(*task)
+	if t == nil {
+		t = &task{reply: make(chan error, 1)}
+		t.timer = time.AfterFunc(time.Hour, t.expire)
+		t.timer.Stop()
+	}
+	t.h, t.o, t.done, t.parent, t.timeout = h, o, done, parent, timeout
+	t.reported.Store(false)
+	t.state.Store(callWaiting)
+	t.expired = make(chan struct{})
+	t.deadline = time.Now().Add(timeout)
+	t.timer.Reset(timeout)
+	return t
+}
+
+// recycle puts t back in the pool, unless its timer fired (or is firing).
+func (t *task) recycle() {
+	if t.timer.Stop() {
+		t.h, t.o, t.done, t.parent = nil, nil, nil, nil
+		taskPool.Put(t)
+	}
+}
+
+// expire ends the call's context at the deadline, and reports a call that
+// has not answered by then as a failure (even when its caller left and the
+// store ignores its context).
+func (t *task) expire() {
+	close(t.expired)
+	t.report(callTimeoutError(t.timeout))
+}
+
+// The store call's context.
+func (t *task) Deadline() (time.Time, bool) { return t.deadline, true }
+func (t *task) Done() <-chan struct{}       { return t.expired }
+func (t *task) Value(key any) any           { return t.parent.Value(key) }
+func (t *task) Err() error {
+	select {
+	case <-t.expired:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+// report tells the breaker the call's outcome, once, and keeps an
+// unavailable answer for the log.
+func (t *task) report(err error) {
+	if !t.reported.CompareAndSwap(false, true) {
+		return
+	}
+	if err != nil && driver.IsUnavailable(err) {
+		t.h.lastErr.Store(&err)
+	}
+	t.done(err)
+}
+
+// run makes the store call and hands the answer to its caller, or, when
+// the caller left, cleans up after it.
+func (t *task) run() {
+	err := t.o.run(t, t.h.store)
+	t.report(err)
+	if t.state.CompareAndSwap(callWaiting, callAnswered) {
+		t.reply <- err // the caller owns t from here
+		return
+	}
+	if err == nil {
+		t.o.abandon(t.h)
 	}
 }
 
@@ -247,48 +323,73 @@ func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error))
 	if timeout <= 0 {
 		// No bound: the caller's context is the only one.
 		err := o.run(ctx, h.store)
+		outcome := err
 		if ctx.Err() != nil && err != nil {
-			done(errAbandoned)
-		} else {
-			done(err)
+			outcome = errAbandoned // says nothing about the store
 		}
+		if outcome != nil && driver.IsUnavailable(outcome) {
+			h.lastErr.Store(&outcome)
+		}
+		done(outcome)
 		return err
 	}
-	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	p := &pending{done: done, reply: make(chan error, 1)}
-	// At the timeout, an answer that has not come is a failure, even when
-	// the caller left and the store ignores the context.
-	stop := context.AfterFunc(callCtx, func() { p.report(callTimeoutError(timeout)) })
-	go func() {
-		err := o.run(callCtx, h.store)
-		if stop() {
-			p.report(err)
-		}
-		if p.state.CompareAndSwap(callWaiting, callAnswered) {
-			p.reply <- err
-			cancel()
-			return
-		}
-		cancel()
-		if err == nil {
-			o.abandon(h)
-		}
-	}()
+	t := newTask(h, o, done, ctx, timeout)
+	h.dispatch(t)
 	select {
-	case err := <-p.reply:
+	case err := <-t.reply:
+		t.recycle()
 		return err
-	case <-callCtx.Done():
+	case <-t.expired:
 	case <-ctx.Done():
 	}
-	if !p.state.CompareAndSwap(callWaiting, callLeft) {
-		return <-p.reply // the answer came as the caller was leaving
+	if !t.state.CompareAndSwap(callWaiting, callLeft) {
+		err := <-t.reply // the answer came as the caller was leaving
+		t.recycle()
+		return err
 	}
+	// The call goes on, and its answer still counts for the breaker; if
+	// none comes by the call timeout, the timer reports a failure.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	err := callTimeoutError(timeout)
-	p.report(err)
+	t.report(err) // the timer may not have yet
 	return err
+}
+
+// idleWorker is how long a store worker waits for its next call before
+// it ends.
+const idleWorker = 5 * time.Second
+
+// dispatch runs t on an idle worker of the store, or on a new one. Store
+// calls run on workers that live from one call to the next rather than on
+// a goroutine each: a new goroutine grows its stack anew through the
+// client's deep calls, which cost more than the rest of a Redis decision
+// (callgrind: morestack was 80 % of its instructions). A worker ends after
+// idleWorker without a call, or when the store is closed or replaced; one
+// whose store call hangs ends with that call.
+func (h *storeHandle) dispatch(t *task) {
+	select {
+	case h.work <- t:
+	default:
+		go h.worker(t)
+	}
+}
+
+func (h *storeHandle) worker(t *task) {
+	idle := time.NewTimer(idleWorker)
+	defer idle.Stop()
+	for {
+		t.run()
+		idle.Reset(idleWorker)
+		select {
+		case t = <-h.work:
+		case <-idle.C:
+			return
+		case <-h.quit:
+			return
+		}
+	}
 }
 
 func callTimeoutError(d time.Duration) error {

@@ -63,6 +63,7 @@ func (r *Registry) newHandle(name, engine string, s driver.Store, owned bool) *s
 	h.callTimeout.Store(int64(DefaultCallTimeout))
 	h.setBreaker(DefaultBreakerThreshold, DefaultBreakerCooldown)
 	h.initStats()
+	h.work, h.quit = make(chan *task), make(chan struct{})
 	return h
 }
 
@@ -262,6 +263,9 @@ func (r *Registry) subscribe(h *storeHandle) {
 // store, once.
 func (h *storeHandle) close() (err error) {
 	h.closeOnce.Do(func() {
+		if h.quit != nil {
+			close(h.quit) // idle workers end; busy ones after their call
+		}
 		if h.retired.Load() {
 			h.reg.mu.Lock()
 			delete(h.reg.retiring, h)
