@@ -225,11 +225,9 @@ const (
 )
 
 // task is one store call, run by a worker of the store for a caller that
-// waits for its answer until its context or the call timeout ends. It is
-// also the store call's context: the caller's values and a deadline (the
-// call timeout), without the caller's cancellation. Tasks are pooled with
-// their timer and reply channel; one whose store call may still run (its
-// caller left, or its timer fired) is never put back.
+// waits for its answer until its context or the call timeout ends. Tasks
+// are pooled with their reply channel; one whose store call may still run
+// (its caller left) is never put back.
 type task struct {
 	h        *storeHandle
 	o        *storeOp
@@ -237,60 +235,13 @@ type task struct {
 	reported atomic.Bool
 	state    atomic.Int32
 	reply    chan error
-	timeout  time.Duration
-
-	parent   context.Context
-	deadline time.Time
-	expired  chan struct{} // closed at the deadline, by timer
-	timer    *time.Timer
+	// ctx is the store call's: the caller's values and the call timeout,
+	// without the caller's cancellation.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
-var taskPool sync.Pool
-
-func newTask(h *storeHandle, o *storeOp, done func(error), parent context.Context, timeout time.Duration) *task {
-	t, _ := taskPool.Get().(*task)
-	if t == nil {
-		t = &task{reply: make(chan error, 1)}
-		t.timer = time.AfterFunc(time.Hour, t.expire)
-		t.timer.Stop()
-	}
-	t.h, t.o, t.done, t.parent, t.timeout = h, o, done, parent, timeout
-	t.reported.Store(false)
-	t.state.Store(callWaiting)
-	t.expired = make(chan struct{})
-	t.deadline = time.Now().Add(timeout)
-	t.timer.Reset(timeout)
-	return t
-}
-
-// recycle puts t back in the pool, unless its timer fired (or is firing).
-func (t *task) recycle() {
-	if t.timer.Stop() {
-		t.h, t.o, t.done, t.parent = nil, nil, nil, nil
-		taskPool.Put(t)
-	}
-}
-
-// expire ends the call's context at the deadline, and reports a call that
-// has not answered by then as a failure (even when its caller left and the
-// store ignores its context).
-func (t *task) expire() {
-	close(t.expired)
-	t.report(callTimeoutError(t.timeout))
-}
-
-// The store call's context.
-func (t *task) Deadline() (time.Time, bool) { return t.deadline, true }
-func (t *task) Done() <-chan struct{}       { return t.expired }
-func (t *task) Value(key any) any           { return t.parent.Value(key) }
-func (t *task) Err() error {
-	select {
-	case <-t.expired:
-		return context.DeadlineExceeded
-	default:
-		return nil
-	}
-}
+var taskPool = sync.Pool{New: func() any { return &task{reply: make(chan error, 1)} }}
 
 // report tells the breaker the call's outcome, once, and keeps an
 // unavailable answer for the log.
@@ -307,12 +258,13 @@ func (t *task) report(err error) {
 // run makes the store call and hands the answer to its caller, or, when
 // the caller left, cleans up after it.
 func (t *task) run() {
-	err := t.o.run(t, t.h.store)
+	err := t.o.run(t.ctx, t.h.store)
 	t.report(err)
 	if t.state.CompareAndSwap(callWaiting, callAnswered) {
 		t.reply <- err // the caller owns t from here
 		return
 	}
+	t.cancel()
 	if err == nil {
 		t.o.abandon(t.h)
 	}
@@ -333,27 +285,35 @@ func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error))
 		done(outcome)
 		return err
 	}
-	t := newTask(h, o, done, ctx, timeout)
+	t := taskPool.Get().(*task)
+	t.h, t.o, t.done = h, o, done
+	t.reported.Store(false)
+	t.state.Store(callWaiting)
+	t.ctx, t.cancel = context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	h.dispatch(t)
 	select {
 	case err := <-t.reply:
-		t.recycle()
+		t.cancel()
+		t.h, t.o, t.done, t.ctx, t.cancel = nil, nil, nil, nil, nil
+		taskPool.Put(t)
 		return err
-	case <-t.expired:
+	case <-t.ctx.Done():
 	case <-ctx.Done():
 	}
 	if !t.state.CompareAndSwap(callWaiting, callLeft) {
 		err := <-t.reply // the answer came as the caller was leaving
-		t.recycle()
-		return err
+		t.cancel()
+		return err // t is not put back: simpler than proving it idle
 	}
-	// The call goes on, and its answer still counts for the breaker; if
-	// none comes by the call timeout, the timer reports a failure.
 	if err := ctx.Err(); err != nil {
+		// The call goes on, and its answer still counts for the breaker;
+		// if none comes by the call timeout, that is a failure, even when
+		// the store ignores its context.
+		context.AfterFunc(t.ctx, func() { t.report(callTimeoutError(timeout)) })
 		return err
 	}
 	err := callTimeoutError(timeout)
-	t.report(err) // the timer may not have yet
+	t.report(err)
 	return err
 }
 
