@@ -167,13 +167,13 @@ func (o *storeOp) abandon(h *storeHandle) {
 //   - the registry is closed: ErrClosed, without calling the store;
 //   - the breaker is open: ErrCircuitOpen (unavailable), without calling;
 //   - in-process stores are called on the caller's goroutine;
-//   - network stores are called on a goroutine of their own, with the
-//     caller's values but not its cancellation, bounded by the call
-//     timeout. A caller that leaves early gets its context's error; the
-//     call goes on until the store answers or the timeout passes, and its
-//     answer still feeds the breaker (so probes of callers that all cancel
-//     still close it), and a lease it granted is released. The goroutine
-//     ends with the store call.
+//   - network stores are called on one of the store's workers (see
+//     dispatch), with the caller's values but not its cancellation,
+//     bounded by the call timeout. A caller that leaves early gets its
+//     context's error; the call goes on until the store answers or the
+//     timeout passes, and its answer still feeds the breaker (so probes of
+//     callers that all cancel still close it), and a lease it granted is
+//     released. Nothing outlives the store call but the idle worker.
 //
 // The breaker counts only unavailability (driver.IsUnavailable, and the
 // call timeout) as failure; every probe ends as success, failure or
