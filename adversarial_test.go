@@ -590,12 +590,17 @@ func TestAdvZeroRegistry(t *testing.T) {
 // every lease comes back too (the late grants of callers that left
 // included) and the wait queue ends empty; with one that opens, late
 // grants can leak (TestAdvAbandonedGrantWhileBreakerOpen).
+//
+// Under local, the fallback adds at most its own limits (the rule's
+// divided by fallback_replicas) to the store's.
 func TestAdvHammerFailingStore(t *testing.T) {
-	t.Run("breaker opens", func(t *testing.T) { hammerFailingStore(t, 3) })
-	t.Run("breaker never opens", func(t *testing.T) { hammerFailingStore(t, 1<<20) })
+	t.Run("deny, breaker opens", func(t *testing.T) { hammerFailingStore(t, ratesync.Deny, 3) })
+	t.Run("deny, breaker never opens", func(t *testing.T) { hammerFailingStore(t, ratesync.Deny, 1<<20) })
+	t.Run("local, breaker opens", func(t *testing.T) { hammerFailingStore(t, ratesync.Local, 3) })
+	t.Run("local, breaker never opens", func(t *testing.T) { hammerFailingStore(t, ratesync.Local, 1<<20) })
 }
 
-func hammerFailingStore(t *testing.T, threshold int) {
+func hammerFailingStore(t *testing.T, policy ratesync.FailurePolicy, threshold int) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newHookStore(t)
 		faulty := func(context.Context, []driver.Check) error {
@@ -608,10 +613,15 @@ func hammerFailingStore(t *testing.T, threshold int) {
 		s.setHooks(faulty, func([]driver.Check, []driver.Result) {
 			time.Sleep(time.Duration(rand.IntN(4)) * time.Millisecond) // the answer's way back
 		})
-		const limit, slots = 20, 3
+		const limit, slots = 20, 4
+		bound, slotBound, replicas := limit, slots, 0
+		if policy == ratesync.Local {
+			replicas = 2
+			bound, slotBound = limit+limit/replicas, slots+slots/replicas
+		}
 		r := hookRegistry(t, s, map[string]ratesync.Rule{
-			"w":     {Algorithm: ratesync.SlidingWindow, Limit: limit, Window: time.Hour, OnStoreError: ratesync.Deny},
-			"slots": {MaxConcurrent: slots, LeaseTTL: time.Hour, OnStoreError: ratesync.Deny},
+			"w":     {Algorithm: ratesync.SlidingWindow, Limit: limit, Window: time.Hour, OnStoreError: policy, FallbackReplicas: replicas},
+			"slots": {MaxConcurrent: slots, LeaseTTL: time.Hour, OnStoreError: policy, FallbackReplicas: replicas},
 		}, ratesync.WithCallTimeout(10*time.Millisecond), ratesync.WithBreaker(threshold, 30*time.Millisecond))
 		w, _ := r.Get("w")
 		sl, _ := r.Get("slots")
@@ -659,11 +669,11 @@ func hammerFailingStore(t *testing.T, threshold int) {
 		s.setHooks(nil, nil)
 		time.Sleep(time.Second) // past the cool-down, and every late call's end
 		synctest.Wait()
-		if n := admitted.Load(); n > limit {
-			t.Fatalf("%d admitted on a window of %d", n, limit)
+		if n := admitted.Load(); n > int64(bound) {
+			t.Fatalf("%d admitted on a window of %d (policy %s: at most %d)", n, limit, policy, bound)
 		}
-		if p := peak.Load(); p > slots {
-			t.Fatalf("%d leases held at once on %d slots", p, slots)
+		if p := peak.Load(); p > int64(slotBound) {
+			t.Fatalf("%d leases held at once on %d slots (policy %s: at most %d)", p, slots, policy, slotBound)
 		}
 		if _, err := w.Try(ctx); err != nil { // the healed store's answer closes the breaker
 			t.Fatalf("after the fault: %v", err)
@@ -671,7 +681,7 @@ func hammerFailingStore(t *testing.T, threshold int) {
 		if st := breakerOf2(r, "h"); st != ratesync.BreakerClosed {
 			t.Fatalf("breaker %s after the fault healed", st)
 		}
-		t.Logf("window: %d admitted of %d; slots: %d leases, peak %d", admitted.Load(), limit, leases.Load(), peak.Load())
+		t.Logf("window: %d admitted, bound %d; slots: %d leases, peak %d, bound %d", admitted.Load(), bound, leases.Load(), peak.Load(), slotBound)
 		if m := sl.Metrics(); m.Waiting != 0 || m.CurrentConcurrent != 0 || m.Acquisitions != leases.Load() || m.Releases != leases.Load() {
 			t.Fatalf("after the hammer: %+v, want no waiter, no lease held, %d acquisitions and releases", m, leases.Load())
 		}
