@@ -12,6 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -728,4 +730,270 @@ func TestAdvAbandonedGrantWhileBreakerOpen(t *testing.T) {
 		}
 		r.Close()
 	})
+}
+
+// windowUsed returns the units a window of limit per hour holds on key in
+// s's memory store.
+func (s *hookStore) windowUsed(t *testing.T, key driver.Key, limit int) int {
+	t.Helper()
+	rs := make([]driver.Result, 1)
+	cs := []driver.Check{{Key: key, Policy: driver.Policy{Kind: driver.SlidingWindow, Limit: limit, Window: time.Hour}, Cost: 1}}
+	if err := s.mem.Peek(ctx, cs, rs); err != nil {
+		t.Fatal(err)
+	}
+	return limit - rs[0].Remaining
+}
+
+// A composite stays all or nothing under a failing store and callers that
+// leave: every decision the store made (late ones of callers that left
+// included) took from the IP and from one account, or from neither, and
+// no part admitted past its limit.
+func TestAdvHammerCompositeAllOrNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newHookStore(t)
+		s.setHooks(func(context.Context, []driver.Check) error {
+			time.Sleep(time.Duration(rand.IntN(16)) * time.Millisecond)
+			if rand.IntN(8) == 0 {
+				return errUnavailable
+			}
+			return nil
+		}, nil)
+		const ipLimit, accLimit = 10, 4
+		r := hookRegistry(t, s, map[string]ratesync.Rule{
+			"ip":      {Algorithm: ratesync.SlidingWindow, Limit: ipLimit, Window: time.Hour, OnStoreError: ratesync.Deny},
+			"account": {Algorithm: ratesync.SlidingWindow, Limit: accLimit, Window: time.Hour, OnStoreError: ratesync.Deny},
+		}, ratesync.WithCallTimeout(10*time.Millisecond), ratesync.WithBreaker(3, 30*time.Millisecond))
+		comp, err := r.Composite(map[string]string{"by_ip": "ip", "by_account": "account"}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		accounts := []string{"a", "b", "c"}
+		var mu sync.Mutex
+		admitted := map[string]int{}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 30 {
+					acc := accounts[rand.IntN(len(accounts))]
+					c, cancel := context.WithTimeout(ctx, time.Duration(1+rand.IntN(30))*time.Millisecond)
+					res, err := comp.Check(c, map[string]string{"by_ip": "6.6.6.6", "by_account": acc})
+					cancel()
+					if err == nil && res.Allowed {
+						mu.Lock()
+						admitted[acc]++
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		s.setHooks(nil, nil)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		ipUsed := s.windowUsed(t, driver.Key{Name: "ip", ID: "6.6.6.6"}, ipLimit)
+		accUsed, total := 0, 0
+		for _, acc := range accounts {
+			used := s.windowUsed(t, driver.Key{Name: "account", ID: acc}, accLimit)
+			accUsed += used
+			total += admitted[acc]
+			if admitted[acc] > used {
+				t.Errorf("account %s: %d admitted, %d taken from the store", acc, admitted[acc], used)
+			}
+		}
+		t.Logf("admitted %v; the store holds %d on the IP, %d on the accounts", admitted, ipUsed, accUsed)
+		if ipUsed != accUsed {
+			t.Fatalf("not all or nothing: %d taken from the IP, %d from the accounts", ipUsed, accUsed)
+		}
+		if total > ipUsed {
+			t.Fatalf("%d admitted, %d taken from the IP", total, ipUsed)
+		}
+		r.Close()
+	})
+}
+
+// Release from many goroutines at once frees the slot once: one store
+// release, one Releases count, no lease left in CurrentConcurrent; Extend
+// after it reports ErrLeaseLost.
+func TestAdvConcurrentReleaseIsIdempotent(t *testing.T) {
+	s := newHookStore(t)
+	r := hookRegistry(t, s, map[string]ratesync.Rule{"slots": {MaxConcurrent: 2, LeaseTTL: time.Hour}})
+	sl, _ := r.Get("slots")
+	lease, err := sl.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			c := ctx
+			if i%2 == 0 { // half of them with a context that can end
+				var cancel context.CancelFunc
+				c, cancel = context.WithTimeout(ctx, time.Hour)
+				defer cancel()
+			}
+			lease.Release(c)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	waitFor(t, time.Second, "the release never ended", func() bool { return !lease.Held() })
+	if n := s.releases.Load(); n != 1 {
+		t.Fatalf("%d store releases for one lease released by 50 goroutines", n)
+	}
+	if m := sl.Metrics(); m.Releases != 1 || m.CurrentConcurrent != 0 {
+		t.Fatalf("metrics after the release: Releases %d, CurrentConcurrent %d", m.Releases, m.CurrentConcurrent)
+	}
+	if err := lease.Extend(ctx, time.Minute); !errors.Is(err, ratesync.ErrLeaseLost) {
+		t.Fatalf("Extend after Release: %v, want ErrLeaseLost", err)
+	}
+	if held := s.leasesHeld(t, driver.Key{Name: "slots"}, 2, time.Hour); held != 0 {
+		t.Fatalf("%d slots held after the release", held)
+	}
+}
+
+// Nil and zero values hold nothing and never panic.
+func TestAdvNilAndZeroLeases(t *testing.T) {
+	for name, l := range map[string]*ratesync.Lease{"nil": nil, "zero": {}, "denied decision": ratesync.Decision{}.Lease} {
+		if err := l.Release(ctx); err != nil {
+			t.Errorf("%s lease: Release: %v", name, err)
+		}
+		if err := l.Extend(ctx, time.Minute); err != nil {
+			t.Errorf("%s lease: Extend: %v", name, err)
+		}
+		if l.Held() || l.FailedOpen() || l.Fallback() {
+			t.Errorf("%s lease: Held %v, FailedOpen %v, Fallback %v", name, l.Held(), l.FailedOpen(), l.Fallback())
+		}
+	}
+	// A rule without max_concurrent gives a lease that holds nothing.
+	r := newRegistry(t, map[string]ratesync.Rule{"api": {RatePerSecond: 1}})
+	d, err := r.Try(ctx, "api")
+	if err != nil || d.Lease.Held() || d.Lease.Extend(ctx, time.Second) != nil || d.Lease.Release(ctx) != nil {
+		t.Fatalf("lease of a rate rule: %+v %v", d, err)
+	}
+}
+
+// Costs, rule values and call options at and past every bound are errors
+// or valid decisions, never panics nor admissions above capacity.
+func TestAdvHostileNumbers(t *testing.T) {
+	r := newRegistry(t, map[string]ratesync.Rule{
+		"tb":    {RatePerSecond: 1e-8, Burst: 1},
+		"win":   {Algorithm: ratesync.SlidingWindow, Limit: 1_000_000_000_000_000, Window: 100_000_000 * time.Second},
+		"slots": {MaxConcurrent: 1, LeaseTTL: time.Millisecond},
+	})
+	const maxInt = int(^uint(0) >> 1)
+	for _, name := range []string{"tb", "win", "slots"} {
+		l, _ := r.Get(name)
+		for _, cost := range []int{-maxInt - 1, -1, 0, 1_000_000_000_000_001, maxInt} {
+			if d, err := l.Try(ctx, ratesync.WithCost(cost)); err == nil {
+				t.Errorf("%s: Try with cost %d: %+v, want an error", name, cost, d)
+			}
+			if lease, err := l.Acquire(ctx, ratesync.WithCost(cost)); err == nil {
+				lease.Release(ctx)
+				t.Errorf("%s: Acquire with cost %d admitted", name, cost)
+			}
+		}
+		for _, d := range []time.Duration{-1, 1, 1<<63 - 1} {
+			c, cancel := context.WithTimeout(ctx, 50*time.Millisecond) // a bucket refills in 1e8 s
+			if lease, err := l.Acquire(c, ratesync.WithTimeout(d)); err == nil {
+				lease.Release(ctx)
+			}
+			cancel()
+		}
+	}
+	win, _ := r.For("win", "whole")
+	if d, err := win.Try(ctx, ratesync.WithCost(1_000_000_000_000_000)); err != nil || !d.Allowed {
+		t.Fatalf("a window of 1e15 taken whole: %+v %v", d, err)
+	}
+	if d, err := win.Try(ctx); err != nil || d.Allowed || d.RetryAfter <= 0 {
+		t.Fatalf("the full window of 1e15: %+v %v, want a denial with a retry", d, err)
+	}
+	slots, _ := r.Get("slots")
+	lease, err := slots.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ttl := range []time.Duration{-1 << 63, -1, 1, 100_000_000*time.Second + 1, 1<<63 - 1} {
+		if err := lease.Extend(ctx, ttl); err == nil {
+			t.Errorf("Extend by %v: accepted", ttl)
+		}
+	}
+	lease.Release(ctx)
+	for _, rule := range []ratesync.Rule{
+		{Store: "main", RatePerSecond: 1e-9}, {Store: "main", RatePerSecond: 1e7}, {Store: "main", RatePerSecond: 1, Burst: maxInt},
+		{Store: "main", Algorithm: ratesync.SlidingWindow, Limit: maxInt, Window: time.Second},
+		{Store: "main", Algorithm: ratesync.SlidingWindow, Limit: 1, Window: 1<<63 - 1},
+		{Store: "main", MaxConcurrent: 1, LeaseTTL: 1<<63 - 1}, {Store: "main", MaxConcurrent: maxInt},
+		{Store: "main", RatePerSecond: 1e-8 * 2, Burst: 2, FallbackReplicas: 3},
+		{Store: "main", Algorithm: 200, RatePerSecond: 1},
+	} {
+		if err := r.ConfigureLimiter("hostile", rule); err == nil {
+			t.Errorf("rule %+v accepted", rule)
+		}
+	}
+}
+
+// Every distinct path of hostile identifiers (empty, separators, escapes,
+// NUL, invalid UTF-8, braces, long) is its own key and its own state, on
+// the fast path (Try) and the general one (Acquire).
+func TestAdvHostileIdentifierPaths(t *testing.T) {
+	long := string(make([]byte, 300))
+	pool := []string{"", ":", "%", "%3A", "%25", "a", "a:b", "a%", "\x00", "\xff\xfe", "{u}", "}", long, long + ":"}
+	var paths [][]string
+	var grow func(p []string)
+	grow = func(p []string) {
+		paths = append(paths, p)
+		if len(p) == 3 {
+			return
+		}
+		for _, c := range pool {
+			grow(append(append([]string(nil), p...), c))
+		}
+	}
+	grow(nil)
+	r := newRegistry(t, map[string]ratesync.Rule{
+		"w":        {Algorithm: ratesync.SlidingWindow, Limit: 1, Window: time.Hour},
+		"w:%":      {Algorithm: ratesync.SlidingWindow, Limit: 1, Window: time.Hour},
+		"w%3A%25":  {Algorithm: ratesync.SlidingWindow, Limit: 1, Window: time.Hour},
+		"slots":    {MaxConcurrent: 1, LeaseTTL: time.Hour},
+		"slots:%3": {MaxConcurrent: 1, LeaseTTL: time.Hour},
+	})
+	keys := map[string]string{}
+	for _, rule := range []string{"w", "w:%", "w%3A%25", "slots", "slots:%3"} {
+		for _, p := range paths {
+			l, err := r.For(rule, p...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			what := rule + " " + strconv.Quote(strings.Join(p, "|")) + " (" + strconv.Itoa(len(p)) + " ids)"
+			if other, dup := keys[l.Key()]; dup {
+				t.Fatalf("%s and %s share the key %q", what, other, l.Key())
+			}
+			keys[l.Key()] = what
+			if strings.HasPrefix(rule, "w") {
+				d, err := l.Try(ctx)
+				if err != nil || !d.Allowed {
+					t.Fatalf("%s: first Try %+v %v: another path's state", what, d, err)
+				}
+				if d, _ := l.Try(ctx); d.Allowed {
+					t.Fatalf("%s: second Try admitted on a limit of 1", what)
+				}
+				continue
+			}
+			lease, err := l.Acquire(ctx, ratesync.WithTimeout(time.Millisecond))
+			if err != nil {
+				t.Fatalf("%s: Acquire: %v: another path's slot", what, err)
+			}
+			if d, _ := l.Try(ctx); d.Allowed {
+				t.Fatalf("%s: a second slot on max_concurrent 1", what)
+			}
+			// the lease stays held: every later path must still find its own slot free
+			_ = lease
+		}
+	}
 }
