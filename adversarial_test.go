@@ -1045,3 +1045,36 @@ func TestAdvReleaseWithDoneContextInProcess(t *testing.T) {
 		}
 	})
 }
+
+// BUG 13 (minor). Limiter.Reset removes a key's leases, freeing every slot,
+// but wakes no local waiter: they sleep until their re-check.
+func TestAdvResetWakesWaiters(t *testing.T) {
+	t.Skip("BUG: limiter.go Limiter.Reset (and Registry.ResetStore) free a key's slots without queues.notify; local waiters sleep until their re-check")
+	synctest.Test(t, func(t *testing.T) {
+		r := ratesync.NewRegistry()
+		r.ConfigureStore("m", "memory", nil)
+		r.ConfigureLimiter("one", ratesync.Rule{Store: "m", MaxConcurrent: 1, LeaseTTL: time.Hour})
+		one, _ := r.Get("one")
+		held, err := one.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waiter := goAcquire(one, ctx)
+		synctest.Wait()
+		if err := one.Reset(ctx); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		synctest.Wait()
+		woke := waiter.done.Load()
+		for !waiter.done.Load() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		waiter.lease.Release(ctx)
+		held.Release(ctx)
+		r.Close()
+		if !woke {
+			t.Fatalf("Reset freed the slot, but the waiter was admitted only by its re-check, %v later", time.Since(start))
+		}
+	})
+}
