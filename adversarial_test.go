@@ -208,7 +208,6 @@ func goAcquire(l *ratesync.Limiter, c context.Context, opts ...ratesync.CallOpti
 // local parts' fallback policies, so the allow part leaves zero-valued
 // checks, which the fallback store rejects.
 func TestAdvCompositeLocalWithAllowPart(t *testing.T) {
-	t.Skip("BUG: composite.go/limiter.go decideParts: a local part with an allow part fails every check while the store is down (zero-valued fallback checks)")
 	f := newFake(t)
 	r := fakeRegistry(t, f, map[string]ratesync.Rule{
 		"ip":      {Algorithm: ratesync.SlidingWindow, Limit: 5, Window: time.Minute},
@@ -526,7 +525,6 @@ func TestAdvCloseEndsWaits(t *testing.T) {
 // without a bound (AddStore checks only >= 1): 1<<32 becomes 0, and the
 // breaker opens on the first failure.
 func TestAdvBreakerThresholdOverflow(t *testing.T) {
-	t.Skip("BUG: breaker.go newBreaker: uint32(threshold) wraps for thresholds >= 1<<32 (AddStore's WithBreaker checks only >= 1)")
 	f := newFake(t)
 	r := ratesync.NewRegistry(ratesync.WithLogger(quiet))
 	defer r.Close()
@@ -555,7 +553,6 @@ func breakerOf2(r *ratesync.Registry, name string) ratesync.BreakerState {
 // that add a store; its doc does not say that the zero value is unusable,
 // and STYLE.md asks every type's doc to say what its zero value does.
 func TestAdvZeroRegistry(t *testing.T) {
-	t.Skip("BUG: registry.go: a zero Registry panics in AddStore/ConfigureStore (nil map in putStore); the doc says nothing of the zero value")
 	var panicked []string
 	try := func(name string, fn func(r *ratesync.Registry)) {
 		var r ratesync.Registry
@@ -598,9 +595,9 @@ func TestAdvZeroRegistry(t *testing.T) {
 // divided by fallback_replicas) to the store's.
 func TestAdvHammerFailingStore(t *testing.T) {
 	t.Run("deny, breaker opens", func(t *testing.T) { hammerFailingStore(t, ratesync.Deny, 3) })
-	t.Run("deny, breaker never opens", func(t *testing.T) { hammerFailingStore(t, ratesync.Deny, 1<<20) })
+	t.Run("deny, breaker never opens", func(t *testing.T) { hammerFailingStore(t, ratesync.Deny, 1_000_000) })
 	t.Run("local, breaker opens", func(t *testing.T) { hammerFailingStore(t, ratesync.Local, 3) })
-	t.Run("local, breaker never opens", func(t *testing.T) { hammerFailingStore(t, ratesync.Local, 1<<20) })
+	t.Run("local, breaker never opens", func(t *testing.T) { hammerFailingStore(t, ratesync.Local, 1_000_000) })
 }
 
 func hammerFailingStore(t *testing.T, policy ratesync.FailurePolicy, threshold int) {
@@ -1007,7 +1004,6 @@ func TestAdvHostileIdentifierPaths(t *testing.T) {
 // lease.Release(r.Context()) of a request whose client hung up, or Do
 // whose context ended during fn, leaks the slot.
 func TestAdvReleaseWithDoneContextInProcess(t *testing.T) {
-	t.Skip("BUG: lease.go Lease.Release: in-process leases are released on the caller's ctx (not WithoutCancel); memstore.Release refuses a done ctx, so the slot stays held until its TTL")
 	done, cancel := context.WithCancel(ctx)
 	cancel()
 	t.Run("memory store", func(t *testing.T) {
@@ -1087,7 +1083,6 @@ func TestAdvResetWakesWaiters(t *testing.T) {
 // client input to a path (For(name, strings.Split(urlPath, "/")...))
 // hands a client a CPU lever; one identifier of the same length is linear.
 func TestAdvLongIdentifierPathIsLinear(t *testing.T) {
-	t.Skip("BUG: limiter.go Limiter.skey: the key of a path of n identifiers is rebuilt from every prefix, O(n²) bytes per decision")
 	r := newRegistry(t, map[string]ratesync.Rule{"api": {RatePerSecond: 1}})
 	ids := make([]string, 5000)
 	for i := range ids {

@@ -542,6 +542,7 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 		opened[sc.Name] = h
 	}
 	r.mu.Lock()
+	r.initLocked()
 	if r.closed.Load() {
 		r.mu.Unlock()
 		return fail(ErrClosed)

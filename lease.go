@@ -88,7 +88,9 @@ func (l *Lease) Release(ctx context.Context) error {
 		return nil // released, or being released by another call
 	}
 	if ctx.Done() == nil || l.inProcess() {
-		return l.release(ctx) // nothing can end it early
+		// Nothing can end it early; an in-process store answers at once,
+		// and must not refuse a caller whose context is done.
+		return l.release(context.WithoutCancel(ctx))
 	}
 	// The release goes on without the caller's cancellation (so that a
 	// request whose context is done still frees its slot), bounded by the

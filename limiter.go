@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +21,9 @@ type ruleState struct {
 	key      driver.Key // the rule's own key: its escaped name
 	rule     Rule       // normalized
 	policies []driver.Policy
-	// fallback holds the policies of the Local failure policy (limits
-	// divided by FallbackReplicas); nil for other policies.
+	// fallback holds the policies of the Local failure policy: the limits
+	// divided by FallbackReplicas (1 for rules of other policies, whose
+	// limits a composite's local fallback enforces as they are).
 	fallback []driver.Policy
 	// quick says Try may take the in-process fast path when the store
 	// prepared the rule: one policy, not max_concurrent, and a registry
@@ -68,15 +70,33 @@ func (l *Limiter) skey() driver.Key {
 	if l.up == nil {
 		return l.r.key
 	}
-	if l.up.up == nil && !needsEscape(l.id) {
-		return driver.Key{Name: l.r.key.Name, ID: l.id}
+	if l.up.up == nil {
+		if !needsEscape(l.id) {
+			return driver.Key{Name: l.r.key.Name, ID: l.id}
+		}
+		return driver.Key{Name: l.r.key.Name, ID: escapeComponent(l.id)}
 	}
-	base := l.up.skey()
-	id := escapeComponent(l.id)
-	if l.up.up != nil {
-		id = base.ID + ":" + id
+	// A path of identifiers: collect them once, then write them in order
+	// (building each prefix's key would cost the square of the length).
+	n, size := 0, 0
+	for x := l; x.up != nil; x = x.up {
+		n++
+		size += len(x.id) + 1
 	}
-	return driver.Key{Name: base.Name, ID: id}
+	ids := make([]string, n)
+	for x := l; x.up != nil; x = x.up {
+		n--
+		ids[n] = x.id
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		appendComponent(&b, id)
+	}
+	return driver.Key{Name: l.r.key.Name, ID: b.String()}
 }
 
 // CallOption changes one call of Try, Acquire, Do or TryDo.

@@ -48,6 +48,10 @@ type storeHandle struct {
 	// work hands calls to idle workers; quit ends them (see dispatch).
 	work chan *task
 	quit chan struct{}
+	// tasks pools the store's tasks with their reply channel. The pool is
+	// the store's, not the process's: a channel stays with the goroutines
+	// that made it (testing/synctest bubbles refuse any other).
+	tasks sync.Pool
 }
 
 // callStats counts one kind of store call: calls, failed calls (those the
@@ -241,7 +245,12 @@ type task struct {
 	cancel context.CancelFunc
 }
 
-var taskPool = sync.Pool{New: func() any { return &task{reply: make(chan error, 1)} }}
+func (h *storeHandle) getTask() *task {
+	if t, ok := h.tasks.Get().(*task); ok {
+		return t
+	}
+	return &task{reply: make(chan error, 1)}
+}
 
 // report tells the breaker the call's outcome, once, and keeps an
 // unavailable answer for the log.
@@ -285,7 +294,7 @@ func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error))
 		done(outcome)
 		return err
 	}
-	t := taskPool.Get().(*task)
+	t := h.getTask()
 	t.h, t.o, t.done = h, o, done
 	t.reported.Store(false)
 	t.state.Store(callWaiting)
@@ -295,7 +304,7 @@ func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error))
 	case err := <-t.reply:
 		t.cancel()
 		t.h, t.o, t.done, t.ctx, t.cancel = nil, nil, nil, nil, nil
-		taskPool.Put(t)
+		h.tasks.Put(t)
 		return err
 	case <-t.ctx.Done():
 	case <-ctx.Done():

@@ -21,6 +21,7 @@ import (
 // state: create one with NewRegistry, fill it with LoadConfig or the
 // Configure methods, and Close it when done.
 //
+// The zero Registry is empty and ready to use, with the default options.
 // A Registry is safe for concurrent use.
 type Registry struct {
 	mu       sync.RWMutex
@@ -109,6 +110,13 @@ func WithObserver(fn Observer) RegistryOption {
 	return func(r *Registry) { r.observer = fn }
 }
 
+// initLocked makes the maps of a zero Registry; r.mu is held.
+func (r *Registry) initLocked() {
+	if r.stores == nil {
+		r.stores, r.rules = map[string]*storeHandle{}, map[string]*ruleState{}
+	}
+}
+
 // NewRegistry returns an empty registry.
 func NewRegistry(opts ...RegistryOption) *Registry {
 	r := &Registry{stores: map[string]*storeHandle{}, rules: map[string]*ruleState{}}
@@ -173,10 +181,10 @@ func (r *Registry) AddStore(name string, s driver.Store, opts ...StoreOption) er
 	switch {
 	case o.callTimeout < 0:
 		return &ConfigError{Table: "stores." + name, Key: "call_timeout_seconds", Msg: fmt.Sprintf("must be >= 0, got %v", o.callTimeout)}
-	case o.threshold < 1:
-		return &ConfigError{Table: "stores." + name, Key: "breaker_threshold", Msg: fmt.Sprintf("must be >= 1, got %d", o.threshold)}
-	case o.cooldown <= 0:
-		return &ConfigError{Table: "stores." + name, Key: "breaker_cooldown_seconds", Msg: fmt.Sprintf("must be > 0, got %v", o.cooldown)}
+	case o.threshold < 1 || o.threshold > 1_000_000:
+		return &ConfigError{Table: "stores." + name, Key: "breaker_threshold", Msg: fmt.Sprintf("must be between 1 and 1000000 consecutive failures, got %d", o.threshold)}
+	case o.cooldown < time.Millisecond || o.cooldown > time.Hour:
+		return &ConfigError{Table: "stores." + name, Key: "breaker_cooldown_seconds", Msg: fmt.Sprintf("must be between 1 ms and 1 h, got %v", o.cooldown)}
 	}
 	h := r.newHandle(name, fmt.Sprintf("%T", s), s, false)
 	if !h.inproc {
@@ -202,6 +210,7 @@ func (r *Registry) ConfigureStore(name, engine string, options map[string]any) e
 
 func (r *Registry) putStore(h *storeHandle) error {
 	r.mu.Lock()
+	r.initLocked()
 	if r.closed.Load() {
 		r.mu.Unlock()
 		h.close()
@@ -297,6 +306,7 @@ func (r *Registry) ConfigureLimiter(name string, rule Rule) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.initLocked()
 	if r.closed.Load() {
 		return ErrClosed
 	}
@@ -316,11 +326,10 @@ func listNames[V any](m map[string]V) string {
 }
 
 func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState {
-	rs := &ruleState{name: name, rule: nr, policies: nr.policies(), reg: r}
+	// Every rule has fallback policies: a composite whose strictest part
+	// is local enforces its other parts locally too.
+	rs := &ruleState{name: name, rule: nr, policies: nr.policies(), fallback: nr.fallbackPolicies(), reg: r}
 	rs.m.init()
-	if nr.OnStoreError == Local {
-		rs.fallback = nr.fallbackPolicies()
-	}
 	for _, p := range rs.policies {
 		switch p.Kind {
 		case driver.Concurrency:

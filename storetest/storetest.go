@@ -114,6 +114,7 @@ func (s *suite) clockStore(t *testing.T) (driver.Store, *Clock) {
 func (s *suite) registry(t *testing.T, st driver.Store, rules map[string]ratesync.Rule) *ratesync.Registry {
 	t.Helper()
 	r := ratesync.NewRegistry()
+	t.Cleanup(func() { r.Close() }) // its store workers end with it
 	// The suite checks the store's answers: a slow call under load must
 	// not be answered by a failure policy instead.
 	if err := r.AddStore("s", st, ratesync.WithCallTimeout(10*time.Second)); err != nil {
