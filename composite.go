@@ -136,6 +136,14 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 	parts := make([]part, len(lims))
 	for i, l := range lims {
 		parts[i] = part{l.r, l.skey()}
+		// A part's limiter may have moved to another store since the
+		// composite was built (ConfigureLimiter, a reload): deciding it on
+		// the first part's store would count it apart from its limiter.
+		if s := l.r.rule.Store; s != lims[0].r.rule.Store {
+			err := &ConfigError{Msg: fmt.Sprintf("composite: part %q (limiter %q) is now on store %q, part %q on store %q: an all-or-nothing decision needs every part on one store",
+				c.parts[i], l.r.name, s, c.parts[0], lims[0].r.rule.Store)}
+			return CompositeResult{}, err
+		}
 	}
 	dec, err := c.reg.decideParts(ctx, lims[0].r.handle(), parts, 1)
 	if err != nil {

@@ -570,21 +570,13 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 		}
 		rules[lc.Name] = r.newRuleState(lc.Name, lc.Rule, h)
 	}
-	old := map[*storeHandle]time.Duration{} // replaced stores, with their longest lease TTL
+	var old, opens []*storeHandle // replaced stores, and their replacements
 	for name, h := range opened {
-		o := r.stores[name]
+		if o := r.stores[name]; o != nil {
+			old, opens = append(old, o), append(opens, h)
+		}
 		r.stores[name] = h
 		r.subscribe(h)
-		ttl := time.Duration(0)
-		for _, rs := range r.rules {
-			if rs.rule.Store == name {
-				rs.bind.Store(rs.bindTo(h))
-				ttl = max(ttl, rs.rule.LeaseTTL)
-			}
-		}
-		if o != nil {
-			old[o] = ttl
-		}
 	}
 	maps.Copy(r.rules, rules)
 	if len(cfg.Sections) > 0 {
@@ -594,8 +586,8 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 		maps.Copy(r.sections, cfg.Sections)
 	}
 	r.mu.Unlock()
-	for h, ttl := range old {
-		h.retire(ttl)
+	for i, o := range old {
+		r.replace(o, opens[i])
 	}
 	return nil
 }

@@ -135,7 +135,14 @@ func (l *Lease) release(ctx context.Context) error {
 		// Wake a waiter of this process at once; a store that notifies
 		// releases may wake another one too, which then finds no slot and
 		// waits again.
-		r.rs.reg.queues.notify(r.h, r.key)
+		// Waiters queue under the rule's store, also for a fallback
+		// lease, and for a lease of a store replaced since.
+		q := &r.rs.reg.queues
+		cur := r.rs.handle()
+		q.notify(cur, r.key)
+		if r.h != cur && r.h != r.rs.reg.fb {
+			q.notify(r.h, r.key)
+		}
 		r.h.leaseDone()
 	}
 	if len(errs) == 0 {

@@ -49,7 +49,26 @@ type binding struct {
 	prep driver.Prepared
 }
 
-func (rs *ruleState) handle() *storeHandle { return rs.bind.Load().h }
+func (rs *ruleState) handle() *storeHandle { return rs.binding().h }
+
+// binding returns the rule's binding, moved to the store that replaced
+// its store when there is one: limiters obtained before a reload follow
+// their store's replacements too.
+func (rs *ruleState) binding() *binding {
+	b := rs.bind.Load()
+	if b.h.next.Load() == nil {
+		return b
+	}
+	h := b.h
+	for n := h.next.Load(); n != nil; n = h.next.Load() {
+		h = n
+	}
+	nb := rs.bindTo(h)
+	if rs.bind.CompareAndSwap(b, nb) {
+		return nb
+	}
+	return rs.bind.Load()
+}
 
 // Limiter applies one rule to one key. The limiter returned by
 // Registry.Get uses the rule's own key; per-key limiters (For,
@@ -245,6 +264,10 @@ func checkCount(parts []part) int {
 // in-process fallback store, Allow admits. The results are the parts'
 // checks one after the other, in policy order.
 func (reg *Registry) decideParts(ctx context.Context, h *storeHandle, parts []part, cost int) (decision, error) {
+	if h = h.enter(); h == nil {
+		return decision{}, ErrClosed
+	}
+	defer h.exit()
 	o := getOp(opDecide, checkCount(parts))
 	i := 0
 	for _, p := range parts {
@@ -255,6 +278,7 @@ func (reg *Registry) decideParts(ctx context.Context, h *storeHandle, parts []pa
 	}
 	err := h.call(ctx, &o.storeOp)
 	if err == nil {
+		countLeases(h, &o.storeOp)
 		return decision{allowed: o.ok, h: h, results: o.results, answered: time.Now(), op: o}, nil
 	}
 	// o may still be in use by a store call the caller left: drop it.
@@ -305,8 +329,23 @@ func (reg *Registry) decideParts(ctx context.Context, h *storeHandle, parts []pa
 				ErrCostTooHigh, err, cost, c.Policy.Capacity(), capacityKey(c.Policy.Kind))
 		}
 	}
+	countLeases(fb, &fo.storeOp)
 	dec.allowed, dec.answered = fo.ok, time.Now()
 	return dec, nil
+}
+
+// countLeases counts the leases o's store granted, before the decision
+// ends (storeHandle.exit): a replaced store is closed only once they are
+// released.
+func countLeases(h *storeHandle, o *storeOp) {
+	if !o.ok {
+		return
+	}
+	for i := range o.results {
+		if o.results[i].Lease != "" {
+			h.leases.Add(1)
+		}
+	}
 }
 
 // never is the RetryAfter of a check that can never pass.
@@ -378,7 +417,6 @@ func leaseOf(dec decision, parts []part) *Lease {
 				}
 				lease.refs = append(lease.refs, leaseRef{rs: p.rs, h: dec.h, key: p.key, id: id})
 				p.rs.m.leaseTaken()
-				dec.h.leases.Add(1)
 			}
 			i++
 		}
@@ -411,7 +449,7 @@ func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error)
 	// a store error (closed, or ctx done) consumed nothing and goes to the
 	// general path, which reports it.
 	if rs.quick && len(opts) == 0 && !rs.reg.closed.Load() {
-		if prep := rs.bind.Load().prep; prep != nil {
+		if prep := rs.binding().prep; prep != nil {
 			id := l.id
 			if l.up == nil || l.up.up != nil || needsEscape(id) {
 				id = l.skey().ID
@@ -476,6 +514,14 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 	if o.timeout > 0 {
 		if own := start.Add(o.timeout); !hasDeadline || own.Before(deadline) {
 			deadline, hasDeadline = own, true
+			// The budget bounds the calls to a network store too, not only
+			// the waits between them: a silent store does not hold Acquire
+			// for its call timeout. (An in-process store answers at once.)
+			if !l.r.handle().inproc {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithDeadline(ctx, deadline)
+				defer cancel()
+			}
 		}
 	}
 	rs := l.r
@@ -537,7 +583,10 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 				return nil, l.timedOut(a.d, start, time.Now(), a.rateRetry)
 			}
 			wait()
-			if err := sleepUntil(ctx, &timer, wake); err != nil {
+			if err := sleepUntil(ctx, rs.reg.done, &timer, wake); err != nil {
+				if err == ErrClosed {
+					return nil, err
+				}
 				return nil, l.gaveUp(a.d, start, err)
 			}
 			continue
@@ -584,6 +633,8 @@ func (l *Limiter) waitTurn(ctx context.Context, w *waiter, timer **time.Timer, s
 		case <-w.ch:
 			q.consumed(w)
 			return nil
+		case <-l.r.reg.done:
+			return ErrClosed
 		case <-(*timer).C:
 			if hasDeadline && !time.Now().Before(deadline) {
 				return nil // one last try at the end of the budget
@@ -597,8 +648,9 @@ func (l *Limiter) waitTurn(ctx context.Context, w *waiter, timer **time.Timer, s
 	}
 }
 
-// sleepUntil sleeps until t, or returns ctx's error.
-func sleepUntil(ctx context.Context, timer **time.Timer, t time.Time) error {
+// sleepUntil sleeps until t, or returns ctx's error, or ErrClosed when
+// closed is closed.
+func sleepUntil(ctx context.Context, closed <-chan struct{}, timer **time.Timer, t time.Time) error {
 	d := time.Until(t)
 	if d <= 0 {
 		return nil
@@ -613,6 +665,8 @@ func sleepUntil(ctx context.Context, timer **time.Timer, t time.Time) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-closed:
+		return ErrClosed
 	}
 }
 
@@ -702,8 +756,10 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 // Leases held by callers become no-ops to release. Metrics are kept.
 func (l *Limiter) Reset(ctx context.Context) error {
 	o := &storeOp{kind: opReset, key: l.skey()}
-	if err := l.r.handle().call(ctx, o); err != nil {
+	h := l.r.handle()
+	if err := h.call(ctx, o); err != nil {
 		return fmt.Errorf("ratesync: limiter %q: reset: %w", l.r.name, err)
 	}
+	l.r.reg.queues.notify(h, o.key) // the key's slots are free
 	return nil
 }

@@ -38,8 +38,13 @@ type storeHandle struct {
 	// bound.
 	callTimeout atomic.Int64
 	// leases counts the leases this store granted that are not released
-	// yet; a replaced store is closed when it reaches zero (retire).
+	// yet, and inflight the decisions on it (and the store calls of callers
+	// that left); a replaced store is closed when both reach zero (see
+	// retire). closedMark in inflight says it was: decisions go to next,
+	// the store that replaced it.
 	leases    atomic.Int64
+	inflight  atomic.Int64
+	next      atomic.Pointer[storeHandle]
 	retired   atomic.Bool
 	closeOnce sync.Once
 	lastErr   atomic.Pointer[error] // the last unavailable answer, for the log
@@ -160,8 +165,39 @@ func (o *storeOp) abandon(h *storeHandle) {
 	for i := range o.checks {
 		if id := o.results[i].Lease; id != "" {
 			rel := &storeOp{kind: opRelease, key: o.checks[i].Key, lease: id}
-			h.call(context.Background(), rel)
+			if h.releaseAbandoned(rel) == nil {
+				h.reg.queues.notify(h, rel.key) // a waiter may take the slot
+			}
 		}
+	}
+}
+
+// releaseAbandoned releases a lease granted to a caller that left. It
+// calls the store past the breaker, which the late answer may just have
+// opened and would refuse the release (the slot would then stay taken
+// until its TTL), with a few tries over about a second, each bounded by
+// the call timeout.
+func (h *storeHandle) releaseAbandoned(rel *storeOp) error {
+	timeout := h.timeout()
+	if timeout <= 0 {
+		timeout = DefaultCallTimeout
+	}
+	backoff := 50 * time.Millisecond
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err := rel.run(ctx, h.store)
+		cancel()
+		if err == nil || !driver.IsUnavailable(err) || try == 4 {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-h.quit:
+			t.Stop()
+			return err
+		}
+		backoff *= 2
 	}
 }
 
@@ -267,7 +303,9 @@ func (t *task) report(err error) {
 // run makes the store call and hands the answer to its caller, or, when
 // the caller left, cleans up after it.
 func (t *task) run() {
-	err := t.o.run(t.ctx, t.h.store)
+	h := t.h
+	defer h.exit() // counted by bounded: the store stays open until here
+	err := t.o.run(t.ctx, h.store)
 	t.report(err)
 	if t.state.CompareAndSwap(callWaiting, callAnswered) {
 		t.reply <- err // the caller owns t from here
@@ -275,7 +313,7 @@ func (t *task) run() {
 	}
 	t.cancel()
 	if err == nil {
-		t.o.abandon(t.h)
+		t.o.abandon(h)
 	}
 }
 
@@ -299,6 +337,7 @@ func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error))
 	t.reported.Store(false)
 	t.state.Store(callWaiting)
 	t.ctx, t.cancel = context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	h.inflight.Add(1) // a replaced store is not closed under a running call
 	h.dispatch(t)
 	select {
 	case err := <-t.reply:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ type Registry struct {
 	log      *slog.Logger
 	queues   waitQueues
 	closed   atomic.Bool
+	done     chan struct{}         // closed by Close: ends the waits of Acquire
 	retiring map[*storeHandle]bool // replaced stores waiting for their leases
 
 	fbOnce sync.Once
@@ -114,12 +116,14 @@ func WithObserver(fn Observer) RegistryOption {
 func (r *Registry) initLocked() {
 	if r.stores == nil {
 		r.stores, r.rules = map[string]*storeHandle{}, map[string]*ruleState{}
+		r.done = make(chan struct{})
 	}
 }
 
 // NewRegistry returns an empty registry.
 func NewRegistry(opts ...RegistryOption) *Registry {
-	r := &Registry{stores: map[string]*storeHandle{}, rules: map[string]*ruleState{}}
+	r := &Registry{}
+	r.initLocked()
 	for _, o := range opts {
 		o(r)
 	}
@@ -219,28 +223,35 @@ func (r *Registry) putStore(h *storeHandle) error {
 	old := r.stores[h.name]
 	r.stores[h.name] = h
 	r.subscribe(h)
-	var ttl time.Duration
-	for _, rs := range r.rules {
-		if rs.rule.Store == h.name {
-			rs.bind.Store(rs.bindTo(h))
-			ttl = max(ttl, rs.rule.LeaseTTL)
-		}
-	}
 	r.mu.Unlock()
 	if old != nil {
-		old.retire(ttl)
+		r.replace(old, h)
 	}
 	return nil
 }
 
-// retire closes a replaced store once the leases it granted are released,
-// or after ttl (the longest lease TTL of its rules), when the rest have
-// expired: until then, its leases can still be released.
-// Registry.Close closes the stores still retiring.
+// replace retires old, replaced by h: the rules bound to old (those of
+// limiters obtained before a reload too) move to h at their next decision.
+func (r *Registry) replace(old, h *storeHandle) {
+	old.next.Store(h)
+	ttl := DefaultLeaseTTL
+	r.mu.RLock()
+	for _, rs := range r.rules {
+		if rs.rule.Store == h.name {
+			ttl = max(ttl, rs.rule.LeaseTTL)
+		}
+	}
+	r.mu.RUnlock()
+	old.retire(ttl)
+}
+
+// retire closes a replaced store once the decisions on it have ended and
+// the leases it granted are released, or after ttl (the longest lease TTL
+// of its rules), when the rest have expired: until then, its leases can
+// still be released. Registry.Close closes the stores still retiring.
 func (h *storeHandle) retire(ttl time.Duration) {
 	h.retired.Store(true)
-	if h.leases.Load() <= 0 {
-		h.close()
+	if h.tryClose() {
 		return
 	}
 	r := h.reg
@@ -250,14 +261,61 @@ func (h *storeHandle) retire(ttl time.Duration) {
 	}
 	r.retiring[h] = true
 	r.mu.Unlock()
-	time.AfterFunc(ttl, func() { h.close() })
+	time.AfterFunc(ttl, func() {
+		if h.inflight.Load() >= 0 {
+			h.inflight.Add(closedMark) // later decisions go to the new store
+		}
+		h.close()
+	})
+}
+
+// closedMark, added to a store's in-flight count, says the store was
+// closed after its replacement.
+const closedMark = math.MinInt64 / 2
+
+// tryClose closes a retired store when no decision is in flight on it and
+// it holds no lease; it reports whether it did.
+func (h *storeHandle) tryClose() bool {
+	// Mark first, then look at the leases: a decision that granted one
+	// either counted it before it left (seen below) or is still in flight
+	// (the mark fails).
+	if !h.inflight.CompareAndSwap(0, closedMark) {
+		return false
+	}
+	if h.leases.Load() > 0 {
+		h.inflight.Add(-closedMark)
+		return false
+	}
+	h.close()
+	return true
+}
+
+// enter counts a decision on h, or on the store that replaced h when h is
+// closed; nil when there is none (the registry was closed). The decision
+// counts the leases it was granted, then calls exit.
+func (h *storeHandle) enter() *storeHandle {
+	for h != nil {
+		if h.inflight.Add(1) > 0 {
+			return h
+		}
+		h.inflight.Add(-1)
+		h = h.next.Load()
+	}
+	return nil
+}
+
+// exit ends a decision counted by enter.
+func (h *storeHandle) exit() {
+	if h.inflight.Add(-1) == 0 && h.retired.Load() {
+		h.tryClose()
+	}
 }
 
 // leaseDone records the release of a lease the store granted, and closes
 // a retired store with none left.
 func (h *storeHandle) leaseDone() {
 	if h.leases.Add(-1) <= 0 && h.retired.Load() {
-		h.close()
+		h.tryClose()
 	}
 }
 
@@ -455,7 +513,11 @@ func (r *Registry) ResetStore(ctx context.Context, name string) error {
 	if h == nil {
 		return notFound(ErrStoreNotFound, name)
 	}
-	return h.call(ctx, &storeOp{kind: opResetAll})
+	if err := h.call(ctx, &storeOp{kind: opResetAll}); err != nil {
+		return err
+	}
+	r.queues.notifyStore(h) // every slot is free
+	return nil
 }
 
 // Section returns the settings a configuration applied to r gave the
@@ -530,6 +592,8 @@ func (r *Registry) Close() error {
 		r.mu.Unlock()
 		return nil
 	}
+	r.initLocked()
+	close(r.done)
 	stores := slices.Collect(maps.Values(r.stores))
 	for h := range r.retiring {
 		stores = append(stores, h)

@@ -95,11 +95,14 @@ func (q *waitQueues) admitted(w *waiter) {
 	}
 }
 
-// leave removes w (a no-op when it was admitted); an unconsumed signal is
-// passed on to the next waiter.
+// leave removes w (a no-op when it was admitted). When w was first, or
+// held an unconsumed signal, the next waiter is signalled: a waiter that
+// was woken and leaves before its decision ends must not take the
+// wake-up with it.
 func (q *waitQueues) leave(w *waiter) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	wasFirst := len(q.m[w.k]) > 0 && q.m[w.k][0] == w
 	if !q.removeLocked(w) {
 		return
 	}
@@ -109,8 +112,10 @@ func (q *waitQueues) leave(w *waiter) {
 		default:
 		}
 		w.pending = false
-		q.signalLocked(q.m[w.k])
+	} else if !wasFirst {
+		return
 	}
+	q.signalLocked(q.m[w.k])
 }
 
 func (q *waitQueues) removeLocked(w *waiter) bool {
@@ -132,6 +137,20 @@ func (q *waitQueues) removeLocked(w *waiter) bool {
 		q.m[w.k] = ws
 	}
 	return true
+}
+
+// notifyStore wakes the first waiter of every key on h.
+func (q *waitQueues) notifyStore(h *storeHandle) {
+	if q.waiting.Load() == 0 {
+		return
+	}
+	q.mu.Lock()
+	for k, ws := range q.m {
+		if k.h == h {
+			q.signalLocked(ws)
+		}
+	}
+	q.mu.Unlock()
 }
 
 // notify wakes the first waiter on (h, key), unless a signal is pending.
