@@ -33,7 +33,12 @@ type storeHandle struct {
 	inproc bool
 	// prep: the store's fast path for lone checks (driver.Preparer).
 	prep driver.Preparer
-	br   breaker
+	// async: the store sends decisions from goroutines of its own
+	// (driver.AsyncDecider).
+	async driver.AsyncDecider
+	// brOpen: the breaker is not closed (open or half-open).
+	brOpen atomic.Bool
+	br     breaker
 	// callTimeout bounds a call's wait for the store, in ns; 0 is no
 	// bound.
 	callTimeout atomic.Int64
@@ -238,7 +243,7 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 		// whoever asked (so that callers who all cancel still close it).
 		return err
 	}
-	done, berr := h.br.cb.Allow()
+	done, berr := h.br.allow()
 	if berr != nil {
 		err := driver.Unavailable(ErrCircuitOpen)
 		h.record(o.kind, 0, err, false)
@@ -248,7 +253,7 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 		return err
 	}
 	start := time.Now()
-	err := h.bounded(ctx, o, done)
+	err := h.bounded(ctx, o, done, start)
 	d := time.Since(start)
 	h.record(o.kind, d, err, true)
 	if so != nil {
@@ -261,13 +266,15 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 const (
 	callWaiting  = iota
 	callAnswered // the store call answered first: the caller takes the answer
+	callExpired  // the call timeout came first: the caller takes a timeout
 	callLeft     // the caller left first: the store call cleans up
 )
 
-// task is one store call, run by a worker of the store for a caller that
-// waits for its answer until its context or the call timeout ends. Tasks
-// are pooled with their reply channel; one whose store call may still run
-// (its caller left) is never put back.
+// task is one store call, made for a caller that waits for its answer
+// until its context or the call timeout ends: by a worker of the store, or
+// by the store itself (driver.AsyncDecider). Tasks are pooled with their
+// reply channel and timer; one whose store call or timer may still run
+// (its caller did not take the answer) is never put back.
 type task struct {
 	h        *storeHandle
 	o        *storeOp
@@ -275,17 +282,37 @@ type task struct {
 	reported atomic.Bool
 	state    atomic.Int32
 	reply    chan error
-	// ctx is the store call's: the caller's values and the call timeout,
-	// without the caller's cancellation.
+	timeout  time.Duration
+	timer    *time.Timer // runs expire at the call timeout
+	// ctx is the store call's: the caller's values without its
+	// cancellation, and, for calls made on a worker, the call timeout.
 	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelFunc // nil without a timeout of its own
 }
 
 func (h *storeHandle) getTask() *task {
 	if t, ok := h.tasks.Get().(*task); ok {
 		return t
 	}
-	return &task{reply: make(chan error, 1)}
+	t := &task{reply: make(chan error, 1)}
+	t.timer = time.AfterFunc(time.Hour, t.expire)
+	t.timer.Stop()
+	return t
+}
+
+// expire ends the caller's wait at the call timeout; when no answer came
+// by then, the breaker counts a failure, even when the store ignores its
+// context.
+func (t *task) expire() {
+	if t.state.CompareAndSwap(callWaiting, callExpired) {
+		err := callTimeoutError(t.timeout)
+		t.report(err)
+		t.reply <- err
+		return
+	}
+	if t.state.Load() == callLeft {
+		t.report(callTimeoutError(t.timeout))
+	}
 }
 
 // report tells the breaker the call's outcome, once, and keeps an
@@ -295,29 +322,52 @@ func (t *task) report(err error) {
 		return
 	}
 	if err != nil && driver.IsUnavailable(err) {
-		t.h.lastErr.Store(&err)
+		last := err // a copy: taking err's address would allocate every call
+		t.h.lastErr.Store(&last)
 	}
 	t.done(err)
 }
 
-// run makes the store call and hands the answer to its caller, or, when
-// the caller left, cleans up after it.
+// run makes the store call, on a worker of the store.
 func (t *task) run() {
+	t.end(t.o.run(t.ctx, t.h.store), false)
+}
+
+// DecideDone implements driver.DecideDone: the end of a decision started
+// with driver.AsyncDecider.DecideAsync.
+func (t *task) DecideDone(ok bool, err error) {
+	t.o.ok = ok
+	t.end(err, true)
+}
+
+// end hands the store call's answer to its caller or, when the caller
+// left or timed out, cleans up after it. async: end runs on a goroutine
+// of the store, which must not wait for the clean-up's store calls.
+func (t *task) end(err error, async bool) {
 	h := t.h
-	defer h.exit() // counted by bounded: the store stays open until here
-	err := t.o.run(t.ctx, h.store)
 	t.report(err)
 	if t.state.CompareAndSwap(callWaiting, callAnswered) {
 		t.reply <- err // the caller owns t from here
+		h.exit()       // counted by bounded: the store stays open until here
 		return
 	}
-	t.cancel()
-	if err == nil {
+	if t.cancel != nil {
+		t.cancel()
+	}
+	if err == nil && t.o.kind == opDecide && t.o.ok {
+		if async {
+			go func() {
+				t.o.abandon(h)
+				h.exit()
+			}()
+			return
+		}
 		t.o.abandon(h)
 	}
+	h.exit()
 }
 
-func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error)) error {
+func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error), start time.Time) error {
 	timeout := h.timeout()
 	if timeout <= 0 {
 		// No bound: the caller's context is the only one.
@@ -333,36 +383,56 @@ func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error))
 		return err
 	}
 	t := h.getTask()
-	t.h, t.o, t.done = h, o, done
+	t.h, t.o, t.done, t.timeout = h, o, done, timeout
 	t.reported.Store(false)
 	t.state.Store(callWaiting)
-	t.ctx, t.cancel = context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	h.inflight.Add(1) // a replaced store is not closed under a running call
-	h.dispatch(t)
+	if h.async != nil && o.kind == opDecide {
+		// The store bounds its own calls; the timer bounds the wait.
+		t.ctx, t.cancel = context.WithoutCancel(ctx), nil
+		t.timer.Reset(timeout)
+		// The store may make the call on this goroutine, cut at the call
+		// timeout, unless the breaker waits for a probe (whose answer
+		// must come whatever its caller does) or the caller's deadline
+		// comes first (a call cut there would count against the store).
+		var deadline time.Time
+		if !h.brOpen.Load() {
+			deadline = start.Add(timeout)
+			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+				deadline = time.Time{}
+			}
+		}
+		h.async.DecideAsync(t.ctx, deadline, o.checks, o.results, t)
+	} else {
+		t.ctx, t.cancel = context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		t.timer.Reset(timeout)
+		h.dispatch(t)
+	}
 	select {
 	case err := <-t.reply:
-		t.cancel()
-		t.h, t.o, t.done, t.ctx, t.cancel = nil, nil, nil, nil, nil
-		h.tasks.Put(t)
+		if t.state.Load() == callAnswered {
+			if t.cancel != nil {
+				t.cancel()
+			}
+			if t.timer.Stop() { // expire will not run: t is idle
+				t.h, t.o, t.done, t.ctx, t.cancel = nil, nil, nil, nil, nil
+				h.tasks.Put(t)
+			}
+		}
 		return err
-	case <-t.ctx.Done():
 	case <-ctx.Done():
 	}
 	if !t.state.CompareAndSwap(callWaiting, callLeft) {
-		err := <-t.reply // the answer came as the caller was leaving
-		t.cancel()
-		return err // t is not put back: simpler than proving it idle
-	}
-	if err := ctx.Err(); err != nil {
-		// The call goes on, and its answer still counts for the breaker;
-		// if none comes by the call timeout, that is a failure, even when
-		// the store ignores its context.
-		context.AfterFunc(t.ctx, func() { t.report(callTimeoutError(timeout)) })
+		// The answer, or the timeout, came as the caller was leaving.
+		err := <-t.reply
+		if t.cancel != nil && t.state.Load() == callAnswered {
+			t.cancel()
+		}
 		return err
 	}
-	err := callTimeoutError(timeout)
-	t.report(err)
-	return err
+	// The call goes on, and its answer still counts for the breaker (a
+	// timeout, when none comes by then).
+	return ctx.Err()
 }
 
 // idleWorker is how long a store worker waits for its next call before

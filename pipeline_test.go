@@ -664,3 +664,33 @@ func TestCancelledCallerDoesNotCallTheStore(t *testing.T) {
 		t.Fatalf("the store was called %d times for a caller that had left", n)
 	}
 }
+
+// The breaker counts consecutive failures exactly, although the main path
+// skips it while it is closed and clean: a success between two failures
+// resets the count, every time, so alternating answers never open it,
+// and threshold failures in a row do.
+func TestBreakerCountsConsecutiveFailures(t *testing.T) {
+	f := newFake(t)
+	r := hookRegistry(t, f, map[string]ratesync.Rule{"api": {RatePerSecond: 1e6, Burst: 1000000, OnStoreError: ratesync.Deny}},
+		ratesync.WithBreaker(3, time.Hour), ratesync.WithCallTimeout(time.Minute))
+	api, _ := r.Get("api")
+	state := func() ratesync.BreakerState { return breakerOf2(r, "h") }
+	for i := range 200 {
+		if i%3 == 2 {
+			f.setFail(nil) // every third call succeeds: two failures in a row at most
+		} else {
+			f.setFail(errUnavailable)
+		}
+		api.Try(ctx)
+		if s := state(); s != ratesync.BreakerClosed {
+			t.Fatalf("call %d: breaker %s after at most 2 failures in a row (threshold 3)", i, s)
+		}
+	}
+	f.setFail(errUnavailable)
+	for range 3 {
+		api.Try(ctx)
+	}
+	if s := state(); s != ratesync.BreakerOpen {
+		t.Fatalf("3 failures in a row: breaker %s, want open", s)
+	}
+}

@@ -67,11 +67,14 @@ func (r *Registry) newHandle(name, engine string, s driver.Store, owned bool) *s
 	h.setBreaker(DefaultBreakerThreshold, DefaultBreakerCooldown)
 	h.initStats()
 	h.work, h.quit = make(chan *task), make(chan struct{})
+	h.async, _ = s.(driver.AsyncDecider)
 	return h
 }
 
 func (h *storeHandle) setBreaker(threshold int, cooldown time.Duration) {
+	h.brOpen.Store(false)
 	h.br = newBreaker(threshold, cooldown, func(from, to BreakerState) {
+		h.brOpen.Store(to != BreakerClosed)
 		log := h.reg.logger()
 		switch {
 		case to == BreakerOpen && from == BreakerClosed:

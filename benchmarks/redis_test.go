@@ -46,7 +46,8 @@ func redisClient(b *testing.B) *redis.Client {
 		b.Fatal(err)
 	}
 	o.DB = redisBenchDB
-	o.PoolSize = 300 // enough for 256 goroutines holding one connection each
+	o.PoolSize = 300               // enough for 256 goroutines holding one connection each
+	o.ContextTimeoutEnabled = true // calls end at their context's deadline
 	c := redis.NewClient(o)
 	if err := c.Ping(context.Background()).Err(); err != nil {
 		c.Close()

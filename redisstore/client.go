@@ -105,3 +105,14 @@ func globEscape(s string) string {
 	}
 	return b.String()
 }
+
+// honoursDeadlines reports whether c cuts a call at its context's deadline.
+func honoursDeadlines(c Client) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return false
+}

@@ -124,6 +124,7 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 		o.PoolSize, o.MinIdleConns = poolMax, poolMin
 		o.ReadTimeout, o.WriteTimeout, o.DialTimeout = readTimeout, readTimeout, dialTimeout
 		o.DialerRetries = dialRetries
+		o.ContextTimeoutEnabled = true
 		c = redis.NewClient(o)
 	case len(nodes) > 0:
 		if db > 0 {
@@ -133,7 +134,7 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 			Addrs: nodes, Password: password,
 			PoolSize: poolMax, MinIdleConns: poolMin,
 			ReadTimeout: readTimeout, WriteTimeout: readTimeout, DialTimeout: dialTimeout,
-			DialerRetries: dialRetries,
+			DialerRetries: dialRetries, ContextTimeoutEnabled: true,
 		})
 	default:
 		if len(sentinels) == 0 {
@@ -143,7 +144,7 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 			MasterName: master, SentinelAddrs: sentinels, Password: password, DB: max(db, 0),
 			PoolSize: poolMax, MinIdleConns: poolMin,
 			ReadTimeout: readTimeout, WriteTimeout: readTimeout, DialTimeout: dialTimeout,
-			DialerRetries: dialRetries,
+			DialerRetries: dialRetries, ContextTimeoutEnabled: true,
 		})
 	}
 	opts := []Option{WithKeyPrefix(prefix), WithBatching(batchWorkers, batchSize)}

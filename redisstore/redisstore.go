@@ -63,6 +63,9 @@ type Store struct {
 	maxBatch  int
 	directMax int          // calls sent directly before batching starts
 	direct    atomic.Int32 // calls being sent directly
+	// deadlines: the client cuts a call at its context's deadline
+	// (go-redis's ContextTimeoutEnabled).
+	deadlines bool
 	queue     chan *call
 	stop      chan struct{}
 	// life is cancelled by Close: the batch workers' calls run on it, so
@@ -146,6 +149,7 @@ func New(c Client, opts ...Option) (*Store, error) {
 		return nil, err
 	}
 	s.sharded.Store(isSharded(c))
+	s.deadlines = honoursDeadlines(c)
 	s.channel = s.prefix + ":released"
 	s.hub = notify.New(s.listen)
 	// A decision must not run twice; releases, extensions and undos may.
@@ -336,6 +340,7 @@ func (s *Store) Close() error {
 		t := time.NewTimer(time.Second)
 		select {
 		case <-done:
+			s.drainAsync()
 		case <-t.C:
 		}
 		t.Stop()
@@ -348,6 +353,7 @@ var (
 	_ driver.Store           = (*Store)(nil)
 	_ driver.Extender        = (*Store)(nil)
 	_ driver.ReleaseNotifier = (*Store)(nil)
+	_ driver.AsyncDecider    = (*Store)(nil)
 )
 
 // validate checks every check's policy and cost against the supported
