@@ -46,9 +46,9 @@ type breaker struct {
 	cb *gobreaker.TwoStepCircuitBreaker[struct{}]
 	// w lets the main path skip the breaker (see allow). Bit 0: closed,
 	// and no failure since the success reported last; bits 1 to 47 count
-	// failures; bits 48 and up count failures being reported.
-	w    *atomic.Uint64
-	fast func(error) // the outcome of a call made without asking
+	// failures; bits 48 and up count failures being reported. epoch counts
+	// the breaker's changes of state.
+	w, epoch *atomic.Uint64
 }
 
 const (
@@ -57,61 +57,67 @@ const (
 	brReporting = 1 << 48
 )
 
-// allow asks the breaker for a call, and returns the function that takes
-// its outcome. While the breaker is closed with no failure since the
-// success reported last, a success changes nothing in it: the call is
-// then made without asking, and only a failure is reported, which ends
-// that (two locks and two clock readings less per call on the main
-// path). A success reported while no failure was being reported, nor
-// happened since it was asked, starts it again: the breaker sees every
-// failure and, after each, every success, so it counts consecutive
-// failures exactly.
-func (b breaker) allow() (func(error), error) {
+// ticket is a call's leave to go: gobreaker's, or the shortcut's.
+type ticket struct {
+	done   func(error) // gobreaker's outcome; nil for a call made without asking
+	w0, e0 uint64      // w and epoch when the call was let through
+}
+
+// allow asks the breaker for a call. While the breaker is closed with no
+// failure since the success reported last, a success changes nothing in
+// it: the call is then made without asking, and its outcome is reported
+// (outcome) only when it is a failure, or a success that follows failures
+// of calls made beside it, and only when the breaker has not changed
+// state since (gobreaker drops such outcomes too). A success reported
+// while no failure was being reported, nor happened since, starts the
+// shortcut again. So gobreaker sees every failure and, after each, every
+// success, and counts consecutive failures as it would alone.
+func (b breaker) allow() (ticket, error) {
 	w0 := b.w.Load()
 	if w0&brClean != 0 {
-		return b.fast, nil
+		return ticket{w0: w0, e0: b.epoch.Load()}, nil
 	}
 	done, err := b.cb.Allow()
 	if err != nil {
-		return nil, err
+		return ticket{}, err
 	}
-	return func(err error) {
-		if driver.IsUnavailable(err) {
-			b.failed(err, done)
-			return
-		}
-		done(err)
-		if err == nil || !errors.Is(err, errAbandoned) {
-			if w0>>48 == 0 && b.cb.State() == gobreaker.StateClosed {
-				b.w.CompareAndSwap(w0, w0|brClean)
-			}
-		}
-	}, nil
+	return ticket{done: done, w0: w0}, nil
 }
 
-// failed reports a failure; done is nil for a call made without asking.
-func (b breaker) failed(err error, done func(error)) {
-	b.w.Add(brReporting + brFailure)
-	b.w.And(^uint64(brClean))
-	if done == nil {
-		if d, aerr := b.cb.Allow(); aerr == nil {
-			done = d
+// outcome reports the outcome of a call let through with t.
+func (b breaker) outcome(t ticket, err error) {
+	failure := err != nil && driver.IsUnavailable(err)
+	success := !failure && (err == nil || !errors.Is(err, errAbandoned))
+	if t.done == nil {
+		if !failure && !success {
+			return // abandoned: says nothing
 		}
+		if b.epoch.Load() != t.e0 || (success && b.w.Load() == t.w0) {
+			return // an outcome of before a change of state; or nothing to change
+		}
+		d, aerr := b.cb.Allow() // closed, as when the call was let through
+		if aerr != nil {
+			return
+		}
+		t.done = d
 	}
-	if done != nil {
-		done(err)
+	if failure {
+		b.w.Add(brReporting + brFailure)
+		b.w.And(^uint64(brClean))
+		t.done(err)
+		b.w.Add(^uint64(brReporting - 1)) // - brReporting
+		return
 	}
-	b.w.Add(^uint64(brReporting - 1)) // - brReporting
+	w1 := b.w.Load()
+	t.done(err)
+	if success && w1&brClean == 0 && w1>>48 == 0 && b.cb.State() == gobreaker.StateClosed {
+		b.w.CompareAndSwap(w1, w1|brClean)
+	}
 }
 
 func newBreaker(threshold int, cooldown time.Duration, onChange func(from, to BreakerState)) breaker {
-	b := breaker{w: new(atomic.Uint64)}
+	b := breaker{w: new(atomic.Uint64), epoch: new(atomic.Uint64)}
 	b.w.Store(brClean)
-	b.fast = func(err error) {
-		if err != nil && driver.IsUnavailable(err) {
-			b.failed(err, nil)
-		}
-	}
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		MaxRequests: 1,
 		Timeout:     cooldown,
@@ -121,6 +127,8 @@ func newBreaker(threshold int, cooldown time.Duration, onChange func(from, to Br
 		},
 		IsExcluded: func(err error) bool { return errors.Is(err, errAbandoned) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
+			b.epoch.Add(1)
+			b.w.And(^uint64(brClean))
 			if onChange != nil {
 				onChange(stateOf(from), stateOf(to))
 			}

@@ -243,7 +243,7 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 		// whoever asked (so that callers who all cancel still close it).
 		return err
 	}
-	done, berr := h.br.allow()
+	tk, berr := h.br.allow()
 	if berr != nil {
 		err := driver.Unavailable(ErrCircuitOpen)
 		h.record(o.kind, 0, err, false)
@@ -253,7 +253,7 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 		return err
 	}
 	start := time.Now()
-	err := h.bounded(ctx, o, done, start)
+	err := h.bounded(ctx, o, tk, start)
 	d := time.Since(start)
 	h.record(o.kind, d, err, true)
 	if so != nil {
@@ -278,7 +278,7 @@ const (
 type task struct {
 	h        *storeHandle
 	o        *storeOp
-	done     func(error) // the breaker's outcome of the call
+	tk       ticket // the breaker's leave for the call
 	reported atomic.Bool
 	state    atomic.Int32
 	reply    chan error
@@ -325,7 +325,7 @@ func (t *task) report(err error) {
 		last := err // a copy: taking err's address would allocate every call
 		t.h.lastErr.Store(&last)
 	}
-	t.done(err)
+	t.h.br.outcome(t.tk, err)
 }
 
 // run makes the store call, on a worker of the store.
@@ -367,7 +367,7 @@ func (t *task) end(err error, async bool) {
 	h.exit()
 }
 
-func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error), start time.Time) error {
+func (h *storeHandle) bounded(ctx context.Context, o *storeOp, tk ticket, start time.Time) error {
 	timeout := h.timeout()
 	if timeout <= 0 {
 		// No bound: the caller's context is the only one.
@@ -379,11 +379,11 @@ func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error),
 		if outcome != nil && driver.IsUnavailable(outcome) {
 			h.lastErr.Store(&outcome)
 		}
-		done(outcome)
+		h.br.outcome(tk, outcome)
 		return err
 	}
 	t := h.getTask()
-	t.h, t.o, t.done, t.timeout = h, o, done, timeout
+	t.h, t.o, t.tk, t.timeout = h, o, tk, timeout
 	t.reported.Store(false)
 	t.state.Store(callWaiting)
 	h.inflight.Add(1) // a replaced store is not closed under a running call
@@ -415,7 +415,7 @@ func (h *storeHandle) bounded(ctx context.Context, o *storeOp, done func(error),
 				t.cancel()
 			}
 			if t.timer.Stop() { // expire will not run: t is idle
-				t.h, t.o, t.done, t.ctx, t.cancel = nil, nil, nil, nil, nil
+				t.h, t.o, t.tk, t.ctx, t.cancel = nil, nil, ticket{}, nil, nil
 				h.tasks.Put(t)
 			}
 		}

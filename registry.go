@@ -265,8 +265,11 @@ func (h *storeHandle) retire(ttl time.Duration) {
 	r.retiring[h] = true
 	r.mu.Unlock()
 	time.AfterFunc(ttl, func() {
-		if h.inflight.Load() >= 0 {
-			h.inflight.Add(closedMark) // later decisions go to the new store
+		for { // later decisions go to the new store
+			n := h.inflight.Load()
+			if n < 0 || h.inflight.CompareAndSwap(n, n+closedMark) {
+				break
+			}
 		}
 		h.close()
 	})
@@ -282,15 +285,21 @@ func (h *storeHandle) tryClose() bool {
 	// Mark first, then look at the leases: a decision that granted one
 	// either counted it before it left (seen below) or is still in flight
 	// (the mark fails).
-	if !h.inflight.CompareAndSwap(0, closedMark) {
-		return false
-	}
-	if h.leases.Load() > 0 {
+	for {
+		if !h.inflight.CompareAndSwap(0, closedMark) {
+			return false
+		}
+		if h.leases.Load() <= 0 {
+			h.close()
+			return true
+		}
 		h.inflight.Add(-closedMark)
-		return false
+		// The last lease may have been released while the mark was on,
+		// and its tryClose failed on the mark: look again.
+		if h.leases.Load() > 0 {
+			return false
+		}
 	}
-	h.close()
-	return true
 }
 
 // enter counts a decision on h, or on the store that replaced h when h is

@@ -361,6 +361,7 @@ func (s *Store) DecideAsync(ctx context.Context, deadline time.Time, checks []dr
 	c.state.Store(queued)
 	select {
 	case s.queue <- c:
+		s.closedSince()
 		return
 	default:
 	}
@@ -368,6 +369,7 @@ func (s *Store) DecideAsync(ctx context.Context, deadline time.Time, checks []dr
 	go func() {
 		select {
 		case s.queue <- c:
+			s.closedSince()
 		case <-ctx.Done():
 			s.finishAsync(c, nil, ctx.Err())
 		case <-s.stop:
@@ -401,6 +403,14 @@ func (s *Store) report(reply any, err error, ctx context.Context, checks []drive
 		ok, err = parse(reply, checks, results, true, token)
 	}
 	cb.DecideDone(ok, classify(err))
+}
+
+// closedSince finishes the asynchronous decisions of a queue that Close
+// may have drained already, when the store was closed as one was queued.
+func (s *Store) closedSince() {
+	if s.closed.Load() {
+		s.drainAsync()
+	}
 }
 
 // drainAsync finishes, with ErrClosed, the asynchronous decisions left in

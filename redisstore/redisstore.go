@@ -340,10 +340,10 @@ func (s *Store) Close() error {
 		t := time.NewTimer(time.Second)
 		select {
 		case <-done:
-			s.drainAsync()
 		case <-t.C:
 		}
 		t.Stop()
+		s.drainAsync() // a worker that still runs claims its calls first
 		s.hub.Close()
 	})
 	return err
