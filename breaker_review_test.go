@@ -11,7 +11,7 @@ import (
 	"github.com/rate-sync/ratesync-go/driver"
 )
 
-// Review 2, finding A. The breaker's shortcut (allow returns b.fast while
+// Found by a review of the breaker's shortcut, finding A. The breaker's shortcut (allow returns b.fast while
 // the breaker is closed and clean) drops the success of a call that was
 // started while clean and answers after another call's failure: gobreaker
 // never sees it, so it does not reset the consecutive-failure count.
@@ -59,7 +59,7 @@ func TestReviewBreakerDropsSuccessAfterFailure(t *testing.T) {
 	}
 }
 
-// Review 2, finding B. A failure of a call started while the breaker was
+// Found by a review of the breaker's shortcut, finding B. A failure of a call started while the breaker was
 // closed and clean is reported after the breaker opened and its cool-down
 // passed: failed asks gobreaker for a fresh Allow, takes the half-open
 // probe slot with it and reopens the breaker, although no probe was made.
@@ -96,7 +96,7 @@ func TestReviewStaleFailureTakesTheProbe(t *testing.T) {
 	}
 }
 
-// Review 2, finding D. The release of a replaced store's last lease races
+// Found by a review of the breaker's shortcut, finding D. The release of a replaced store's last lease races
 // the release call's own exit: end's exit runs tryClose (inflight 0, marks
 // it, sees leases 1: unmarks) while the caller's leaseDone takes leases to
 // 0 and its tryClose finds the mark (fails). Nobody closes the store until

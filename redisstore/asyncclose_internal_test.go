@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,22 +12,20 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/rate-sync/ratesync-go/driver"
+	"github.com/rate-sync/ratesync-go/internal/testenv"
 )
 
 type countDone struct{ n *atomic.Int64 }
 
 func (c countDone) DecideDone(bool, error) { c.n.Add(1) }
 
-// Review 2, finding C. DecideAsync checks s.closed, then sends the call to
+// Found by a review (finding C) of the asynchronous decisions. DecideAsync checks s.closed, then sends the call to
 // s.queue; Close may stop the workers and drain the queue in between (or a
 // goroutine waiting for room picks "s.queue <- c" over "<-s.stop" once the
 // drain made room). The call then sits in the queue forever: DecideDone is
 // never called, against AsyncDecider's "exactly once".
 func TestReviewDecideAsyncLostAtClose(t *testing.T) {
-	url := os.Getenv("RATESYNC_TEST_REDIS_URL")
-	if url == "" {
-		t.Skip("RATESYNC_TEST_REDIS_URL not set")
-	}
+	url := testenv.RedisURL(t)
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatal(err)
