@@ -321,29 +321,21 @@ func parseInts(s string) ([]int64, error) {
 // flight, made on the caller's goroutine, as Decide does, when the
 // deadline allows it and the client honours context deadlines.
 func (s *Store) DecideAsync(ctx context.Context, deadline time.Time, checks []driver.Check, results []driver.Result, done driver.DecideDone) {
-	if err := s.check(ctx); err != nil {
-		done.DecideDone(false, classify(err))
-		return
-	}
-	if err := validate(checks); err != nil {
-		done.DecideDone(false, classify(err))
-		return
-	}
-	if len(checks) == 0 {
-		done.DecideDone(true, nil)
-		return
-	}
-	if s.sharded.Load() && !sameTag(s, checks) {
-		// A two-phase decision makes several calls, one after the other.
-		go func() {
-			ok, err := s.Decide(ctx, checks, results)
-			done.DecideDone(ok, err)
-		}()
+	if answered, ok, err := s.screen(ctx, checks); answered {
+		done.DecideDone(ok, classify(err))
 		return
 	}
 	var token string
 	if needsToken(checks) {
 		token = driver.NewLeaseID()
+	}
+	if s.sharded.Load() && !sameTag(s, checks) {
+		// A two-phase decision makes several calls, one after the other.
+		go func() {
+			ok, err := s.decideTwoPhase(ctx, checks, results, token)
+			done.DecideDone(ok, classify(err))
+		}()
+		return
 	}
 	keys, args := s.decideArgs(checks, true, token)
 	if !deadline.IsZero() && token == "" && s.deadlines {
@@ -388,20 +380,19 @@ func (s *Store) finishAsync(c *call, reply any, err error) {
 	s.report(reply, err, ctx, checks, results, token, cb)
 }
 
-// report parses the reply of an asynchronous decision and reports it.
+// report fills results from the reply of an asynchronous decision, and
+// reports it.
 func (s *Store) report(reply any, err error, ctx context.Context, checks []driver.Check, results []driver.Result, token string, cb driver.DecideDone) {
 	if isCrossSlot(err) && !sameTag(s, checks) {
-		s.sharded.Store(true) // a Cluster behind a client that did not say so
+		// answer goes the two-phase way: several calls, one after the
+		// other, not on this goroutine (the caller's, or a batch worker).
 		go func() {
-			ok, err := s.decideTwoPhase(ctx, checks, results, token)
+			ok, err := s.answer(ctx, reply, err, checks, results, token)
 			cb.DecideDone(ok, classify(err))
 		}()
 		return
 	}
-	ok := false
-	if err == nil {
-		ok, err = parse(reply, checks, results, true, token)
-	}
+	ok, err := s.answer(ctx, reply, err, checks, results, token)
 	cb.DecideDone(ok, classify(err))
 }
 

@@ -186,14 +186,8 @@ func (s *Store) Decide(ctx context.Context, checks []driver.Check, results []dri
 }
 
 func (s *Store) decideChecks(ctx context.Context, checks []driver.Check, results []driver.Result) (bool, error) {
-	if err := s.check(ctx); err != nil {
-		return false, err
-	}
-	if err := validate(checks); err != nil {
-		return false, err
-	}
-	if len(checks) == 0 {
-		return true, nil
+	if answered, ok, err := s.screen(ctx, checks); answered {
+		return ok, err
 	}
 	var token string
 	if needsToken(checks) {
@@ -204,8 +198,27 @@ func (s *Store) decideChecks(ctx context.Context, checks []driver.Check, results
 	}
 	keys, args := s.decideArgs(checks, true, token)
 	reply, err := s.do(ctx, &s.decide, keys, args)
+	return s.answer(ctx, reply, err, checks, results, token)
+}
+
+// screen answers a decision that needs no script call: a closed store, a
+// done context, an invalid check, or no check at all.
+func (s *Store) screen(ctx context.Context, checks []driver.Check) (answered, ok bool, err error) {
+	if err := s.check(ctx); err != nil {
+		return true, false, err
+	}
+	if err := validate(checks); err != nil {
+		return true, false, err
+	}
+	return len(checks) == 0, len(checks) == 0, nil
+}
+
+// answer fills results from the reply of a decision's script call. A
+// cross-slot error sends the decision the two-phase way instead: a
+// Cluster behind a client that did not say so.
+func (s *Store) answer(ctx context.Context, reply any, err error, checks []driver.Check, results []driver.Result, token string) (bool, error) {
 	if isCrossSlot(err) && !sameTag(s, checks) {
-		s.sharded.Store(true) // a Cluster behind a client that did not say so
+		s.sharded.Store(true)
 		return s.decideTwoPhase(ctx, checks, results, token)
 	}
 	if err != nil {
