@@ -85,26 +85,22 @@ func (r *Registry) openStore(cfg *StoreConfig) (*storeHandle, error) {
 		return nil, cfg.Errorf("engine", "unknown engine %q: use one of %s", cfg.Engine, strings.Join(Engines(), ", "))
 	}
 	cfg.used = map[string]bool{"engine": true}
-	callTimeout, err := cfg.Seconds("call_timeout_seconds", DefaultCallTimeout)
-	if err != nil {
+	var o storeOptions
+	var err error
+	if o.callTimeout, err = cfg.Seconds("call_timeout_seconds", DefaultCallTimeout); err != nil {
 		return nil, err
 	}
-	if callTimeout < 0 {
-		return nil, cfg.Errorf("call_timeout_seconds", "must be >= 0 (0 turns the timeout off)")
-	}
-	threshold, err := cfg.Int("breaker_threshold", DefaultBreakerThreshold)
-	if err != nil {
+	if o.threshold, err = cfg.Int("breaker_threshold", DefaultBreakerThreshold); err != nil {
 		return nil, err
 	}
-	if threshold < 1 || threshold > 1_000_000 {
-		return nil, cfg.Errorf("breaker_threshold", "must be between 1 and 1000000 consecutive failures, got %d", threshold)
-	}
-	cooldown, err := cfg.Seconds("breaker_cooldown_seconds", DefaultBreakerCooldown)
-	if err != nil {
+	if o.cooldown, err = cfg.Seconds("breaker_cooldown_seconds", DefaultBreakerCooldown); err != nil {
 		return nil, err
 	}
-	if cooldown < time.Millisecond || cooldown > time.Hour {
-		return nil, cfg.Errorf("breaker_cooldown_seconds", "must be between 0.001 and 3600 seconds, got %v", cooldown.Seconds())
+	if key, msg := o.check(); key != "" {
+		return nil, cfg.Errorf(key, "%s", msg)
+	}
+	if cfg.Has("timing_margin_ms") { // rate-sync's, for every engine
+		return nil, cfg.Errorf("timing_margin_ms", "not supported: ratesync-go decides on the server's clock with exact timing; remove the key")
 	}
 	s, err := open(cfg)
 	if err != nil {
@@ -118,10 +114,7 @@ func (r *Registry) openStore(cfg *StoreConfig) (*storeHandle, error) {
 	}
 	h := r.newHandle(cfg.Name, cfg.Engine, s, true)
 	h.options = cfg.redacted()
-	if !h.inproc {
-		h.callTimeout.Store(int64(callTimeout))
-		h.setBreaker(threshold, cooldown)
-	}
+	h.apply(o)
 	return h, nil
 }
 

@@ -152,6 +152,29 @@ type storeOptions struct {
 	cooldown    time.Duration
 }
 
+// check returns the first option out of its range, as the key of a
+// store's table with what to change; "" when all are valid.
+func (o storeOptions) check() (key, msg string) {
+	switch {
+	case o.callTimeout < 0:
+		return "call_timeout_seconds", fmt.Sprintf("must be >= 0 (0 turns the timeout off), got %v", o.callTimeout.Seconds())
+	case o.threshold < 1 || o.threshold > 1_000_000:
+		return "breaker_threshold", fmt.Sprintf("must be between 1 and 1000000 consecutive failures, got %d", o.threshold)
+	case o.cooldown < time.Millisecond || o.cooldown > time.Hour:
+		return "breaker_cooldown_seconds", fmt.Sprintf("must be between 0.001 and 3600 seconds, got %v", o.cooldown.Seconds())
+	}
+	return "", ""
+}
+
+// apply gives h the call timeout and breaker of o; stores in process have
+// neither.
+func (h *storeHandle) apply(o storeOptions) {
+	if !h.inproc {
+		h.callTimeout.Store(int64(o.callTimeout))
+		h.setBreaker(o.threshold, o.cooldown)
+	}
+}
+
 // WithCallTimeout bounds each call to the store (default
 // DefaultCallTimeout, the call_timeout_seconds of a configured store);
 // zero means no bound but the caller's context. In-process stores are
@@ -185,19 +208,11 @@ func (r *Registry) AddStore(name string, s driver.Store, opts ...StoreOption) er
 	for _, f := range opts {
 		f(&o)
 	}
-	switch {
-	case o.callTimeout < 0:
-		return &ConfigError{Table: "stores." + name, Key: "call_timeout_seconds", Msg: fmt.Sprintf("must be >= 0, got %v", o.callTimeout)}
-	case o.threshold < 1 || o.threshold > 1_000_000:
-		return &ConfigError{Table: "stores." + name, Key: "breaker_threshold", Msg: fmt.Sprintf("must be between 1 and 1000000 consecutive failures, got %d", o.threshold)}
-	case o.cooldown < time.Millisecond || o.cooldown > time.Hour:
-		return &ConfigError{Table: "stores." + name, Key: "breaker_cooldown_seconds", Msg: fmt.Sprintf("must be between 1 ms and 1 h, got %v", o.cooldown)}
+	if key, msg := o.check(); key != "" {
+		return &ConfigError{Table: "stores." + name, Key: key, Msg: msg}
 	}
 	h := r.newHandle(name, fmt.Sprintf("%T", s), s, false)
-	if !h.inproc {
-		h.callTimeout.Store(int64(o.callTimeout))
-		h.setBreaker(o.threshold, o.cooldown)
-	}
+	h.apply(o)
 	return r.putStore(h)
 }
 

@@ -84,9 +84,6 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Has("timing_margin_ms") {
-		return nil, cfg.Errorf("timing_margin_ms", "not supported: ratesync-go decides on the server's clock with exact timing; remove the key")
-	}
 	switch {
 	case url == "":
 		return nil, cfg.Errorf("url", "required: a PostgreSQL URL such as postgres://user@host:5432/db")

@@ -73,9 +73,6 @@ func open(cfg *ratesync.StoreConfig) (driver.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Has("timing_margin_ms") {
-		return nil, cfg.Errorf("timing_margin_ms", "not supported: ratesync-go decides on the server's clock with exact timing; remove the key")
-	}
 	switch {
 	case prefix == "":
 		return nil, cfg.Errorf("key_prefix", "must not be empty")
