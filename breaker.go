@@ -84,6 +84,10 @@ func (b breaker) allow() (ticket, error) {
 	return ticket{done: done, w0: w0}, nil
 }
 
+// clean reports whether the breaker is closed, with no failure since the
+// success reported last.
+func (b breaker) clean() bool { return b.w.Load()&brClean != 0 }
+
 // outcome reports the outcome of a call let through with t.
 func (b breaker) outcome(t ticket, err error) {
 	failure := err != nil && driver.IsUnavailable(err)

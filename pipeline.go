@@ -36,9 +36,7 @@ type storeHandle struct {
 	// async: the store sends decisions from goroutines of its own
 	// (driver.AsyncDecider).
 	async driver.AsyncDecider
-	// brOpen: the breaker is not closed (open or half-open).
-	brOpen atomic.Bool
-	br     breaker
+	br    breaker
 	// callTimeout bounds a call's wait for the store, in ns; 0 is no
 	// bound.
 	callTimeout atomic.Int64
@@ -392,11 +390,12 @@ func (h *storeHandle) bounded(ctx context.Context, o *storeOp, tk ticket, start 
 		t.ctx, t.cancel = context.WithoutCancel(ctx), nil
 		t.timer.Reset(timeout)
 		// The store may make the call on this goroutine, cut at the call
-		// timeout, unless the breaker waits for a probe (whose answer
-		// must come whatever its caller does) or the caller's deadline
-		// comes first (a call cut there would count against the store).
+		// timeout, while the breaker is closed and clean (a probe's answer
+		// must come whatever its caller does), unless the caller's
+		// deadline comes first (a call cut there would count against the
+		// store).
 		var deadline time.Time
-		if !h.brOpen.Load() {
+		if h.br.clean() {
 			deadline = start.Add(timeout)
 			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 				deadline = time.Time{}

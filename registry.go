@@ -72,9 +72,7 @@ func (r *Registry) newHandle(name, engine string, s driver.Store, owned bool) *s
 }
 
 func (h *storeHandle) setBreaker(threshold int, cooldown time.Duration) {
-	h.brOpen.Store(false)
 	h.br = newBreaker(threshold, cooldown, func(from, to BreakerState) {
-		h.brOpen.Store(to != BreakerClosed)
 		log := h.reg.logger()
 		switch {
 		case to == BreakerOpen && from == BreakerClosed:
