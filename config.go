@@ -267,7 +267,7 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-var limiterKeys = []string{"store", "algorithm", "rate_per_second", "burst", "max_concurrent", "limit", "window_seconds", "timeout", "fail_closed", "on_store_error", "fallback_replicas", "lease_seconds"}
+var limiterKeys = []string{"store", "algorithm", "rate_per_second", "burst", "max_concurrent", "limit", "window_seconds", "timeout", "fail_closed", "on_store_error", "fallback_replicas", "lease_seconds", "shadow"}
 
 // readConfig reads and parses the configuration file at path.
 func readConfig(path string) (*Config, error) {
@@ -443,6 +443,8 @@ func parseLimiter(file string, lines *lineIndex, raw string, v any) (LimiterConf
 			r.FallbackReplicas, err = f.int()
 		case "lease_seconds":
 			r.LeaseTTL, err = f.seconds()
+		case "shadow":
+			r.Shadow, err = f.bool()
 		default:
 			return LimiterConfig{}, f.errorf("unknown key: a limiter has %s", strings.Join(limiterKeys, ", "))
 		}

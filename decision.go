@@ -41,6 +41,11 @@ type Decision struct {
 	// and RetryAfter the decision reports, is the concurrency limit
 	// (max_concurrent) rather than the rate or window.
 	Concurrency bool
+	// Shadow reports that the deciding rule is in shadow mode (Rule.Shadow)
+	// and would have denied the request: it was admitted anyway, without a
+	// lease of its own. Limit, Remaining and RetryAfter are those of the
+	// denial it would have been.
+	Shadow bool
 }
 
 // combine folds per-check results (of checks of policies) into one

@@ -1,6 +1,7 @@
 package ratesync
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 )
@@ -10,7 +11,8 @@ import (
 // series stays bounded by the number of rules.
 type Metrics struct {
 	Acquisitions      int64         // requests admitted (Try, Acquire, Do, composite checks)
-	Denials           int64         // requests denied without waiting (Try, composite checks that this rule denied)
+	Denials           int64         // requests denied without waiting (Try, composite checks that this rule denied); for a shadow rule, those it would have denied
+	ShadowDenials     int64         // requests a shadow rule (Rule.Shadow) would have denied and admitted anyway
 	Timeouts          int64         // Acquire calls that gave up waiting
 	Waiting           int64         // Acquire calls waiting now (for a slot or for the rate)
 	Errors            int64         // store errors (whatever the failure policy did)
@@ -169,9 +171,12 @@ type Event struct {
 
 // StoreCall describes one call to a store, for a StoreObserver.
 type StoreCall struct {
+	// Context is the caller's context, for its values (a trace span, for
+	// example). It may be done by the time the observer runs.
+	Context  context.Context
 	Store    string // store name
 	Engine   string
-	Op       string // "decide" or "release"
+	Op       string // "decide", "peek", "release", "extend", "reset" or "reset_all"
 	Duration time.Duration
 	Err      error // the store's error; ErrCircuitOpen when the breaker kept the call from the store
 }

@@ -232,7 +232,7 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 		}
 		start := time.Now()
 		err := o.run(ctx, h.store)
-		so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: time.Since(start), Err: err})
+		so(StoreCall{Context: ctx, Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: time.Since(start), Err: err})
 		return err
 	}
 	if err := ctx.Err(); err != nil && h.br.state() != BreakerHalfOpen {
@@ -246,7 +246,7 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 		err := driver.Unavailable(ErrCircuitOpen)
 		h.record(o.kind, 0, err, false)
 		if so != nil {
-			so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Err: err})
+			so(StoreCall{Context: ctx, Store: h.name, Engine: h.engine, Op: o.kind.String(), Err: err})
 		}
 		return err
 	}
@@ -255,7 +255,7 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 	d := time.Since(start)
 	h.record(o.kind, d, err, true)
 	if so != nil {
-		so(StoreCall{Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: d, Err: err})
+		so(StoreCall{Context: ctx, Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: d, Err: err})
 	}
 	return err
 }

@@ -69,6 +69,12 @@ type Rule struct {
 	// (fallback_replicas): each process then answers from memory with
 	// 1/FallbackReplicas of the rule's limits. Zero means 1.
 	FallbackReplicas int
+	// Shadow puts the rule in shadow mode (shadow): it decides and counts
+	// as usual, but admits every request. A request it would have denied
+	// is admitted with Decision.Shadow set and counted in
+	// Metrics.ShadowDenials; middleware sends no denial for it. This is how
+	// a team measures what a limit would do before enforcing it.
+	Shadow bool
 }
 
 // FailurePolicy is what a rule does when its store cannot decide.
