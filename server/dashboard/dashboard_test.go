@@ -122,9 +122,9 @@ type overview struct {
 }
 
 type series struct {
-	Limiter                         string
-	IntervalSeconds                 float64 `json:"interval_seconds"`
-	T                               []int64
+	Limiter                          string
+	IntervalSeconds                  float64 `json:"interval_seconds"`
+	T                                []int64
 	Admitted, Denied, Shadow, Errors []float64
 }
 
@@ -407,7 +407,7 @@ func TestStateHostileInput(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, query string
-		status     int
+		status      int
 	}{
 		{"too long an id", "limiter=api&id=" + strings.Repeat("x", dashboard.MaxIdentifierLength+1), http.StatusBadRequest},
 		{"too long a name", "limiter=" + strings.Repeat("x", dashboard.MaxIdentifierLength+1), http.StatusBadRequest},
@@ -456,7 +456,9 @@ func (s *faultStore) Decide(ctx context.Context, c []driver.Check, r []driver.Re
 
 func hang(ctx context.Context) error { <-ctx.Done(); return driver.Unavailable(ctx.Err()) }
 
-func down(context.Context) error { return driver.Unavailable(errors.New("connection refused by 10.0.0.7:6379")) }
+func down(context.Context) error {
+	return driver.Unavailable(errors.New("connection refused by 10.0.0.7:6379"))
+}
 
 func faultRegistry(t *testing.T, s *faultStore, opts ...ratesync.StoreOption) *ratesync.Registry {
 	t.Helper()
