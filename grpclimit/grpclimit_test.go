@@ -565,7 +565,10 @@ func TestCustomErrors(t *testing.T) {
 			return status.Error(codes.Unavailable, "busy")
 		}),
 		grpclimit.OnError(func(ctx context.Context, err error) error { storeErr = err; return status.Error(codes.Internal, "x") }),
-		grpclimit.OnKeyError(func(ctx context.Context, err error) error { keyErr = err; return status.Error(codes.Unauthenticated, "who?") }),
+		grpclimit.OnKeyError(func(ctx context.Context, err error) error {
+			keyErr = err
+			return status.Error(codes.Unauthenticated, "who?")
+		}),
 	}
 	call := func(ic grpc.UnaryServerInterceptor, ctx context.Context) error {
 		_, err := ic(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/a.S/M"}, func(context.Context, any) (any, error) { return nil, nil })

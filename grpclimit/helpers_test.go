@@ -20,7 +20,11 @@ import (
 	"github.com/rate-sync/ratesync-go"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// go-redis pools reap idle connections in the background.
+		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"))
+}
 
 // testServer is grpc-go's interop test service: EmptyCall and UnaryCall
 // run the hooks the test sets, FullDuplexCall echoes until the client
