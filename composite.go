@@ -101,6 +101,9 @@ func (c *Composite) Check(ctx context.Context, ids map[string]string) (Composite
 			return CompositeResult{}, fmt.Errorf("ratesync: composite: no identifier for part %q (parts: %v)", part, c.parts)
 		}
 		l, err := c.reg.For(c.limiters[part], id)
+		if err == nil {
+			l, err = l.current() // the identifier's override, if any
+		}
 		if err != nil {
 			return CompositeResult{}, fmt.Errorf("ratesync: composite part %q: %w", part, err)
 		}
@@ -133,6 +136,63 @@ func (c *Composite) any(ctx context.Context, lims []*Limiter) (CompositeResult, 
 }
 
 func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, error) {
+	res, denied, err := c.allOnce(ctx, lims, c.parts)
+	if err != nil || res.Allowed {
+		return res, err
+	}
+	// Denied. When only shadow parts denied, the request passes: the
+	// enforced parts are decided again without them (a second store call),
+	// and the shadow parts' denials count as shadow denials.
+	var enforced []*Limiter
+	var names []string
+	shadowOnly := false
+	for i, l := range lims {
+		switch {
+		case !l.r.rule.Shadow:
+			if denied[i] {
+				return res, nil
+			}
+			enforced, names = append(enforced, l), append(names, c.parts[i])
+		case denied[i]:
+			shadowOnly = true
+		}
+	}
+	if !shadowOnly {
+		return res, nil
+	}
+	shadow := map[string]Decision{}
+	for i, l := range lims {
+		if !l.r.rule.Shadow {
+			continue
+		}
+		d := res.Results[c.parts[i]]
+		if denied[i] {
+			l.r.m.shadowDenials.Add(1) // its denial is counted already
+			d.Shadow = true
+		}
+		d.Allowed, d.Lease = true, noLease
+		shadow[c.parts[i]] = d
+	}
+	out := CompositeResult{Allowed: true, Results: shadow, Lease: noLease}
+	if len(enforced) > 0 {
+		er, _, err := c.allOnce(ctx, enforced, names)
+		if er.Results == nil {
+			er.Results = map[string]Decision{}
+		}
+		maps.Copy(er.Results, shadow)
+		return er, err
+	}
+	for _, part := range slices.Sorted(maps.Keys(shadow)) {
+		if d := shadow[part]; out.MostRestrictive.Limiter == "" || d.Remaining < out.MostRestrictive.Remaining {
+			out.MostRestrictive = d
+		}
+	}
+	return out, nil
+}
+
+// allOnce decides lims, the parts names, in one store call; it reports
+// which parts denied.
+func (c *Composite) allOnce(ctx context.Context, lims []*Limiter, names []string) (CompositeResult, []bool, error) {
 	parts := make([]part, len(lims))
 	for i, l := range lims {
 		parts[i] = part{l.r, l.skey()}
@@ -141,31 +201,32 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 		// the first part's store would count it apart from its limiter.
 		if s := l.r.rule.Store; s != lims[0].r.rule.Store {
 			err := &ConfigError{Msg: fmt.Sprintf("composite: part %q (limiter %q) is now on store %q, part %q on store %q: an all-or-nothing decision needs every part on one store",
-				c.parts[i], l.r.name, s, c.parts[0], lims[0].r.rule.Store)}
-			return CompositeResult{}, err
+				names[i], l.r.name, s, names[0], lims[0].r.rule.Store)}
+			return CompositeResult{}, nil, err
 		}
 	}
 	dec, err := c.reg.decideParts(ctx, lims[0].r.handle(), parts, 1)
 	if err != nil {
 		err = fmt.Errorf("ratesync: composite %v: %w", c.parts, err)
 		for i, l := range lims {
-			c.observe(l, Decision{Limiter: c.parts[i]}, err)
+			c.observe(l, Decision{Limiter: names[i]}, err)
 		}
-		return CompositeResult{}, err
+		return CompositeResult{}, nil, err
 	}
 	defer dec.done()
 	res := CompositeResult{Allowed: dec.allowed, Results: make(map[string]Decision, len(lims))}
 	if dec.failedOpen {
 		d := Decision{Allowed: true, FailedOpen: true, Lease: failedOpenLease}
 		for i, l := range lims {
-			d.Limiter = c.parts[i]
-			res.Results[c.parts[i]] = d
+			d.Limiter = names[i]
+			res.Results[names[i]] = d
 			l.r.m.admitted()
 			c.observe(l, d, nil)
 		}
-		res.MostRestrictive, res.Lease = res.Results[c.parts[0]], failedOpenLease
-		return res, nil
+		res.MostRestrictive, res.Lease = res.Results[names[0]], failedOpenLease
+		return res, nil, nil
 	}
+	denied := make([]bool, len(lims))
 	bind := -1 // the binding part
 	k := 0
 	for i, l := range lims {
@@ -178,20 +239,21 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 		}
 		d := combine(results, l.r.policies, partAllowed)
 		d.Allowed = dec.allowed // a part that would pass alone is still denied with the rest
-		d.Limiter = c.parts[i]
+		d.Limiter = names[i]
 		d.Fallback = dec.fallback
-		res.Results[c.parts[i]] = d
+		res.Results[names[i]] = d
 		switch {
 		case dec.allowed:
 			l.r.m.admitted()
-			if bind < 0 || d.Remaining < res.Results[c.parts[bind]].Remaining {
+			if bind < 0 || d.Remaining < res.Results[names[bind]].Remaining {
 				bind = i
 			}
 		case !partAllowed:
 			// Only the parts that denied count a denial: the others
 			// consumed nothing and were not limited.
+			denied[i] = true
 			l.r.m.denials.Add(1)
-			if bind < 0 || d.RetryAfter > res.Results[c.parts[bind]].RetryAfter {
+			if bind < 0 || d.RetryAfter > res.Results[names[bind]].RetryAfter {
 				bind = i
 			}
 		}
@@ -200,13 +262,13 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 	if bind < 0 { // denied, yet no part reports a denial: trust the store
 		bind = 0
 	}
-	res.MostRestrictive = res.Results[c.parts[bind]]
+	res.MostRestrictive = res.Results[names[bind]]
 	if dec.allowed {
 		res.Lease = leaseOf(dec, parts)
 	} else {
-		res.TriggeredBy = c.parts[bind]
+		res.TriggeredBy = names[bind]
 	}
-	return res, nil
+	return res, denied, nil
 }
 
 // observe reports one part's decision of a composite check, under the

@@ -41,6 +41,12 @@ type Config struct {
 type LimiterConfig struct {
 	Name string
 	Rule Rule // normalized: defaults filled in
+	// Overrides are the rules of particular identifiers, from the
+	// limiter's overrides table: the identifier given to For (or a path of
+	// identifiers joined by ':', or a template's values in order), to the
+	// limiter's rule with the override's keys changed. Same store and key:
+	// an override changes limits, not where the state is.
+	Overrides map[string]Rule
 
 	storeLine int // line of the store key, for the error when it names no store
 }
@@ -267,7 +273,7 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-var limiterKeys = []string{"store", "algorithm", "rate_per_second", "burst", "max_concurrent", "limit", "window_seconds", "timeout", "fail_closed", "on_store_error", "fallback_replicas", "lease_seconds", "shadow"}
+var limiterKeys = []string{"store", "algorithm", "rate_per_second", "burst", "max_concurrent", "limit", "window_seconds", "timeout", "fail_closed", "on_store_error", "fallback_replicas", "lease_seconds", "shadow", "overrides"}
 
 // readConfig reads and parses the configuration file at path.
 func readConfig(path string) (*Config, error) {
@@ -403,60 +409,138 @@ func parseLimiter(file string, lines *lineIndex, raw string, v any) (LimiterConf
 	}
 	var r Rule
 	var failClosed *field // rate-sync's fail_closed, reconciled with on_store_error below
+	var overrides *field
 	for _, k := range slices.Sorted(maps.Keys(t)) {
 		f := field{file: file, table: "limiters." + name, key: k, line: lines.line(table, k), v: t[k]}
-		var err error
-		switch k {
-		case "store":
-			r.Store, err = f.str()
-		case "algorithm":
-			var s string
-			s, err = f.str()
-			switch s {
-			case "token_bucket":
-				r.Algorithm = TokenBucket
-			case "sliding_window":
-				r.Algorithm = SlidingWindow
-			default:
-				err = f.errorf("unknown algorithm %q: use %q or %q", s, TokenBucket, SlidingWindow)
-			}
-		case "rate_per_second":
-			r.RatePerSecond, err = f.float()
-		case "burst":
-			r.Burst, err = f.int()
-		case "max_concurrent":
-			r.MaxConcurrent, err = f.int()
-		case "limit":
-			r.Limit, err = f.int()
-		case "window_seconds":
-			r.Window, err = f.seconds()
-		case "timeout":
-			r.Timeout, err = f.seconds()
-		case "fail_closed":
-			_, err = f.bool()
-			failClosed = &f
-		case "on_store_error":
-			var v string
-			v, err = f.str()
-			r.OnStoreError = FailurePolicy(v)
-		case "fallback_replicas":
-			r.FallbackReplicas, err = f.int()
-		case "lease_seconds":
-			r.LeaseTTL, err = f.seconds()
-		case "shadow":
-			r.Shadow, err = f.bool()
-		default:
-			return LimiterConfig{}, f.errorf("unknown key: a limiter has %s", strings.Join(limiterKeys, ", "))
+		if k == "overrides" {
+			overrides = &f
+			continue
 		}
-		if err != nil {
+		if err := setRuleKey(&r, f, &failClosed); err != nil {
 			return LimiterConfig{}, err
 		}
-		// Zero is "unset" in Rule, so reject explicit zeros here, where the
-		// user wrote them.
-		if isZeroNumber(k, r) {
-			return LimiterConfig{}, f.errorf("must be > 0, got 0")
+	}
+	base := r
+	nr, err := finishRule(r, failClosed, file, "limiters."+name, lines, table, line)
+	if err != nil {
+		return LimiterConfig{}, err
+	}
+	lc := LimiterConfig{Name: name, Rule: nr, storeLine: lines.line(table, "store")}
+	if overrides != nil {
+		if lc.Overrides, err = parseOverrides(*overrides, base, failClosed, lines, table); err != nil {
+			return LimiterConfig{}, err
 		}
 	}
+	return lc, nil
+}
+
+// parseOverrides reads a limiter's overrides table: identifier = { the
+// limiter keys to change }. Each override is the limiter's rule with those
+// keys changed, validated as a rule.
+func parseOverrides(f field, base Rule, failClosed *field, lines *lineIndex, table string) (map[string]Rule, error) {
+	t, ok := f.v.(map[string]any)
+	if !ok {
+		return nil, f.errorf("must be a table of identifier = { limiter keys }, like \"tenant:acme\" = { rate_per_second = 500 }; got %s", tomlType(f.v))
+	}
+	otable := table + ".overrides"
+	out := make(map[string]Rule, len(t))
+	for _, id := range slices.Sorted(maps.Keys(t)) {
+		ot := f.table + ".overrides." + strconv.Quote(id)
+		oline := lines.line(otable, id)
+		if oline == 0 {
+			oline = f.line
+		}
+		keys, ok := t[id].(map[string]any)
+		if !ok {
+			return nil, &ConfigError{File: f.file, Table: ot, Line: oline, Msg: fmt.Sprintf("must be a table of limiter keys, like { rate_per_second = 500 }; got %s", tomlType(t[id]))}
+		}
+		if len(keys) == 0 {
+			return nil, &ConfigError{File: f.file, Table: ot, Line: oline, Msg: "empty: give the limiter keys this identifier changes, or remove it"}
+		}
+		r, fc := base, failClosed
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
+			kf := field{file: f.file, table: ot, key: k, line: oline, v: keys[k]}
+			switch k {
+			case "store", "overrides":
+				return nil, kf.errorf("an override keeps the limiter's %s; it changes the limits only", k)
+			case "on_store_error":
+				if fc != nil && fc.table != ot {
+					fc = nil // the override's policy replaces the limiter's fail_closed
+				}
+			}
+			if err := setRuleKey(&r, kf, &fc); err != nil {
+				return nil, err
+			}
+		}
+		nr, err := finishRule(r, fc, f.file, ot, nil, "", oline)
+		if err != nil {
+			return nil, err
+		}
+		out[id] = nr
+	}
+	return out, nil
+}
+
+// setRuleKey sets the rule field of one limiter key. fail_closed is kept
+// in failClosed, for finishRule to reconcile with on_store_error.
+func setRuleKey(r *Rule, f field, failClosed **field) error {
+	var err error
+	switch f.key {
+	case "store":
+		r.Store, err = f.str()
+	case "algorithm":
+		var s string
+		s, err = f.str()
+		switch s {
+		case "token_bucket":
+			r.Algorithm = TokenBucket
+		case "sliding_window":
+			r.Algorithm = SlidingWindow
+		default:
+			err = f.errorf("unknown algorithm %q: use %q or %q", s, TokenBucket, SlidingWindow)
+		}
+	case "rate_per_second":
+		r.RatePerSecond, err = f.float()
+	case "burst":
+		r.Burst, err = f.int()
+	case "max_concurrent":
+		r.MaxConcurrent, err = f.int()
+	case "limit":
+		r.Limit, err = f.int()
+	case "window_seconds":
+		r.Window, err = f.seconds()
+	case "timeout":
+		r.Timeout, err = f.seconds()
+	case "fail_closed":
+		_, err = f.bool()
+		*failClosed = &f
+	case "on_store_error":
+		var v string
+		v, err = f.str()
+		r.OnStoreError = FailurePolicy(v)
+	case "fallback_replicas":
+		r.FallbackReplicas, err = f.int()
+	case "lease_seconds":
+		r.LeaseTTL, err = f.seconds()
+	case "shadow":
+		r.Shadow, err = f.bool()
+	default:
+		return f.errorf("unknown key: a limiter has %s", strings.Join(limiterKeys, ", "))
+	}
+	if err != nil {
+		return err
+	}
+	// Zero is "unset" in Rule, so reject explicit zeros here, where the
+	// user wrote them.
+	if isZeroNumber(f.key, *r) {
+		return f.errorf("must be > 0, got 0")
+	}
+	return nil
+}
+
+// finishRule reconciles fail_closed with on_store_error and normalizes r;
+// errors name the file, table and line.
+func finishRule(r Rule, failClosed *field, file, tableName string, lines *lineIndex, table string, line int) (Rule, error) {
 	if failClosed != nil {
 		closed, _ := failClosed.bool()
 		p := Allow
@@ -464,7 +548,7 @@ func parseLimiter(file string, lines *lineIndex, raw string, v any) (LimiterConf
 			p = Deny
 		}
 		if r.OnStoreError != "" && r.OnStoreError != p {
-			return LimiterConfig{}, failClosed.errorf("fail_closed = %v means on_store_error = %q; it contradicts on_store_error = %q: keep one", closed, p, r.OnStoreError)
+			return Rule{}, failClosed.errorf("fail_closed = %v means on_store_error = %q; it contradicts on_store_error = %q: keep one", closed, p, r.OnStoreError)
 		}
 		r.OnStoreError = p
 	}
@@ -472,15 +556,15 @@ func parseLimiter(file string, lines *lineIndex, raw string, v any) (LimiterConf
 	if err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) {
-			ce.File, ce.Table = file, "limiters."+name
+			ce.File, ce.Table = file, tableName
 			ce.Line = lines.line(table, ce.Key)
 			if ce.Line == 0 {
 				ce.Line = line
 			}
 		}
-		return LimiterConfig{}, err
+		return Rule{}, err
 	}
-	return LimiterConfig{Name: name, Rule: nr, storeLine: lines.line(table, "store")}, nil
+	return nr, nil
 }
 
 func isZeroNumber(key string, r Rule) bool {
@@ -524,11 +608,45 @@ func (r *Registry) LoadConfig(path string) error {
 	return r.ApplyConfig(cfg)
 }
 
-// ApplyConfig opens the config's stores and adds its stores and limiters,
-// replacing those of the same names. It is all or nothing: on error the
-// registry is unchanged. A limiter may use a store of the config or one
-// already in the registry.
-func (r *Registry) ApplyConfig(cfg *Config) error {
+// ApplyConfig adds the config's stores and limiters to the registry,
+// replacing those of the same names; others stay. It is all or nothing: on
+// error the registry is unchanged. A limiter may use a store of the config
+// or one already in the registry. A store whose configuration did not
+// change stays open, with its state; a changed one is opened anew and the
+// old one closed once its decisions and leases are done. Limiters obtained
+// before follow the new rules (see Reload).
+func (r *Registry) ApplyConfig(cfg *Config) error { return r.apply(cfg, false) }
+
+// Reload makes cfg the registry's configuration, atomically, keeping
+// state: unlike ApplyConfig, the limiters, stores and sections that an
+// earlier configuration defined and cfg does not are removed (those added
+// in code stay). A rule whose store and key stay the same keeps its state:
+// a raised limit applies at once to the usage already counted, and leases
+// held stay held and releasable. Limiters obtained before the reload
+// follow their rule's new settings; those of a removed rule fail with
+// ErrLimiterNotFound. A store whose settings changed is opened anew and
+// the old one closed when its leases are gone. On error nothing changes.
+// Every call is counted in Reloads.
+func (r *Registry) Reload(cfg *Config) error {
+	err := r.apply(cfg, true)
+	r.reloads.note(cfg.File, err)
+	if err != nil {
+		r.logger().Error("ratesync: configuration rejected; the one in force stays", "file", cfg.File, "error", err)
+	}
+	return err
+}
+
+func (r *Registry) apply(cfg *Config, reload bool) error {
+	// Stores whose configuration is unchanged stay; the others open now,
+	// outside the lock (opening does no I/O, but engines may be slow).
+	r.mu.RLock()
+	kept := map[string]*storeHandle{}
+	for _, sc := range cfg.Stores {
+		if h := r.stores[sc.Name]; h != nil && sc.sameAs(h.cfg) {
+			kept[sc.Name] = h
+		}
+	}
+	r.mu.RUnlock()
 	opened := map[string]*storeHandle{}
 	fail := func(err error) error {
 		for _, h := range opened {
@@ -537,6 +655,9 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 		return err
 	}
 	for _, sc := range cfg.Stores {
+		if kept[sc.Name] != nil {
+			continue
+		}
 		h, err := r.openStore(sc)
 		if err != nil {
 			return fail(err)
@@ -549,20 +670,36 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 		r.mu.Unlock()
 		return fail(ErrClosed)
 	}
+	storeOf := func(name string) *storeHandle {
+		if h := opened[name]; h != nil {
+			return h
+		}
+		if h := kept[name]; h != nil {
+			return h
+		}
+		if reload {
+			if h := r.stores[name]; h != nil && h.cfg == nil {
+				return h // added in code
+			}
+			return nil
+		}
+		return r.stores[name]
+	}
 	rules := map[string]*ruleState{}
 	for _, lc := range cfg.Limiters {
-		h := opened[lc.Rule.Store]
-		if h == nil {
-			h = r.stores[lc.Rule.Store]
-		}
+		h := storeOf(lc.Rule.Store)
 		if h == nil {
 			r.mu.Unlock()
-			names := slices.Sorted(maps.Keys(opened))
-			for n := range r.stores {
-				if opened[n] == nil {
+			var names []string
+			for _, sc := range cfg.Stores {
+				names = append(names, sc.Name)
+			}
+			for n, h := range r.stores {
+				if kept[n] == nil && opened[n] == nil && (!reload || h.cfg == nil) {
 					names = append(names, n)
 				}
 			}
+			slices.Sort(names)
 			list := strings.Join(names, ", ")
 			if list == "" {
 				list = "none"
@@ -570,8 +707,27 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 			return fail(&ConfigError{File: cfg.File, Table: "limiters." + lc.Name, Key: "store", Line: lc.storeLine,
 				Msg: fmt.Sprintf("store %q is not defined (stores: %s)", lc.Rule.Store, list), Err: ErrStoreNotFound})
 		}
-		rules[lc.Name] = r.newRuleState(lc.Name, lc.Rule, h)
+		old := r.rules[lc.Name]
+		if old != nil && old.fromConfig && old.rule == lc.Rule && old.handle() == h && sameOverrides(old.overrides, lc.Overrides) {
+			continue // unchanged: limiters keep their rule as it is
+		}
+		var m *metrics
+		if old != nil {
+			m = old.m
+		}
+		rs := r.newRuleState(lc.Name, lc.Rule, h, m)
+		rs.fromConfig = true
+		if len(lc.Overrides) > 0 {
+			rs.overrides = make(map[string]*ruleState, len(lc.Overrides))
+			for id, or := range lc.Overrides {
+				o := r.newRuleState(lc.Name, or, h, rs.m)
+				o.fromConfig = true
+				rs.overrides[id] = o
+			}
+		}
+		rules[lc.Name] = rs
 	}
+	// Swap: stores, then rules, then sections, under the lock.
 	var old, opens []*storeHandle // replaced stores, and their replacements
 	for name, h := range opened {
 		if o := r.stores[name]; o != nil {
@@ -580,8 +736,33 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 		r.stores[name] = h
 		r.subscribe(h)
 	}
-	maps.Copy(r.rules, rules)
-	if len(cfg.Sections) > 0 {
+	for _, rs := range rules {
+		r.putRule(rs)
+	}
+	var removed []*storeHandle
+	if reload {
+		inCfg := map[string]bool{}
+		for _, lc := range cfg.Limiters {
+			inCfg[lc.Name] = true
+		}
+		for name, rs := range r.rules {
+			if rs.fromConfig && !inCfg[name] {
+				rs.succ.Store(removedRule)
+				delete(r.rules, name)
+			}
+		}
+		used := map[string]bool{}
+		for _, rs := range r.rules {
+			used[rs.rule.Store] = true
+		}
+		for name, h := range r.stores {
+			if h.cfg != nil && kept[name] == nil && opened[name] == nil && !used[name] {
+				delete(r.stores, name)
+				removed = append(removed, h)
+			}
+		}
+		r.sections = maps.Clone(cfg.Sections)
+	} else if len(cfg.Sections) > 0 {
 		if r.sections == nil {
 			r.sections = map[string]any{}
 		}
@@ -591,7 +772,24 @@ func (r *Registry) ApplyConfig(cfg *Config) error {
 	for i, o := range old {
 		r.replace(o, opens[i])
 	}
+	for _, h := range removed {
+		h.retire(DefaultLeaseTTL)
+	}
 	return nil
+}
+
+// sameOverrides reports whether a rule's overrides are those of a
+// configuration.
+func sameOverrides(have map[string]*ruleState, want map[string]Rule) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for id, rs := range have {
+		if w, ok := want[id]; !ok || w != rs.rule {
+			return false
+		}
+	}
+	return true
 }
 
 // field is one configuration value with where it came from, converted on

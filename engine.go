@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -115,6 +116,7 @@ func (r *Registry) openStore(cfg *StoreConfig) (*storeHandle, error) {
 	h := r.newHandle(cfg.Name, cfg.Engine, s, true)
 	h.options = cfg.redacted()
 	h.apply(o)
+	h.cfg = cfg
 	return h, nil
 }
 
@@ -135,6 +137,12 @@ type StoreConfig struct {
 	raw   string // table name as written, for line lookups
 	lines *lineIndex
 	used  map[string]bool
+}
+
+// sameAs reports whether c configures the same store as o: a reload keeps
+// the open store (and, for the memory store, its state) when it does.
+func (c *StoreConfig) sameAs(o *StoreConfig) bool {
+	return o != nil && c.Name == o.Name && c.Engine == o.Engine && reflect.DeepEqual(c.Options, o.Options)
 }
 
 func (c *StoreConfig) field(key string) (field, bool) {

@@ -34,11 +34,67 @@ type ruleState struct {
 	bind    atomic.Pointer[binding]
 	reg     *Registry
 	base    *Limiter
-	// The counters change on every decision; the padding keeps them off
-	// the cache lines of the fields above, which every decision reads.
-	_ [64]byte
-	m metrics
-	_ [64]byte
+	// m is the rule's counters, shared by the rules that replace it (a
+	// reload) and by its overrides: a name's series go on across reloads.
+	m *metrics
+	// overrides are the rules of particular identifiers (the identifier,
+	// or a path of them joined by ':'), nil without any. They share the
+	// rule's name, key, store and counters.
+	overrides map[string]*ruleState
+	// fromConfig: the rule came from a configuration (ApplyConfig,
+	// Reload), which a later Reload may remove.
+	fromConfig bool
+	// succ is the rule that replaced this one (ConfigureLimiter, a
+	// reload), or removedRule once the rule was removed: limiters obtained
+	// before follow it.
+	succ atomic.Pointer[ruleState]
+}
+
+// removedRule is the successor of a rule a reload removed.
+var removedRule = &ruleState{}
+
+// latest returns the rule in force for rs's name: rs, or the last of its
+// successors; ErrLimiterNotFound once the rule was removed.
+func (rs *ruleState) latest() (*ruleState, error) {
+	for n := rs.succ.Load(); n != nil; n = rs.succ.Load() {
+		if n == removedRule {
+			return nil, notFound(ErrLimiterNotFound, rs.name)
+		}
+		rs = n
+	}
+	return rs, nil
+}
+
+// current returns l, or a limiter for the same identifiers bound to the
+// rule in force: the rule that replaced l's (a reload), or an override
+// of l's identifiers. It fails with ErrLimiterNotFound once the rule was
+// removed, so that a limiter obtained before never fails open.
+func (l *Limiter) current() (*Limiter, error) {
+	rs := l.r
+	if rs.succ.Load() != nil {
+		var err error
+		if rs, err = rs.latest(); err != nil {
+			return nil, err
+		}
+	}
+	if rs.overrides != nil && l.up != nil {
+		if o := rs.overrides[l.idPath()]; o != nil {
+			rs = o
+		}
+	}
+	if rs == l.r {
+		return l, nil
+	}
+	return &Limiter{r: rs, up: l.up, id: l.id}, nil
+}
+
+// idPath returns the limiter's identifiers joined by ':', as overrides
+// name them.
+func (l *Limiter) idPath() string {
+	if l.up.up == nil {
+		return l.id
+	}
+	return l.up.idPath() + ":" + l.id
 }
 
 // binding is a rule's store, with the store's fast path for the rule's
@@ -168,8 +224,19 @@ func (l *Limiter) Name() string { return l.r.name }
 // identifiers, escaped and joined by ':'.
 func (l *Limiter) Key() string { return l.skey().String() }
 
-// Rule returns the limiter's rule, with defaults filled in.
-func (l *Limiter) Rule() Rule { return l.r.rule }
+// Rule returns the rule in force for the limiter, with defaults filled
+// in: its identifiers' override when the configuration has one. After the
+// rule was removed by a reload, it returns the last rule it had.
+func (l *Limiter) Rule() Rule {
+	if c, err := l.current(); err == nil {
+		return c.r.rule
+	}
+	rs := l.r
+	for n := rs.succ.Load(); n != nil && n != removedRule; n = rs.succ.Load() {
+		rs = n
+	}
+	return rs.rule
+}
 
 // Metrics returns a snapshot of the rule's counters in this process.
 func (l *Limiter) Metrics() Metrics { return l.r.m.snapshot() }
@@ -391,9 +458,16 @@ func (l *Limiter) decide(ctx context.Context, key driver.Key, cost int) (attempt
 	a.d = combine(dec.results, rs.policies, dec.allowed)
 	a.d.Limiter = rs.name
 	a.d.Fallback = dec.fallback
-	if dec.allowed {
+	switch {
+	case dec.allowed:
 		a.d.Lease = leaseOf(dec, parts[:])
-	} else {
+	case rs.rule.Shadow:
+		// Denied, but the rule only measures: admit, holding nothing.
+		a.d.Allowed, a.d.Shadow, a.d.Lease = true, true, noLease
+		if dec.fallback {
+			a.d.Lease = fallbackLease
+		}
+	default:
 		for i, r := range dec.results {
 			if !r.Allowed && rs.policies[i].Kind != driver.Concurrency {
 				a.rateRetry = max(a.rateRetry, r.RetryAfter)
@@ -442,6 +516,11 @@ func (l *Limiter) observe(op Op, d Decision, wait time.Duration, err error) {
 // store could not decide and the rule fails closed, or the call was invalid.
 // When allowed, release d.Lease after the work.
 func (l *Limiter) Try(ctx context.Context, opts ...CallOption) (Decision, error) {
+	cur, err := l.current()
+	if err != nil {
+		return Decision{Limiter: l.r.name}, err
+	}
+	l = cur
 	rs := l.r
 	// The in-process fast path: no options, a rule with one rate or window
 	// policy (rs.quick) on an in-process store that prepared it, no
@@ -475,9 +554,12 @@ func (l *Limiter) try(ctx context.Context, opts []CallOption) (Decision, error) 
 	}
 	a, err := l.decide(ctx, l.skey(), o.cost)
 	if err == nil {
-		if a.d.Allowed {
+		switch {
+		case a.d.Shadow:
+			l.r.m.shadowDenied()
+		case a.d.Allowed:
 			l.r.m.admitted()
-		} else {
+		default:
 			l.r.m.denials.Add(1)
 		}
 	}
@@ -505,6 +587,11 @@ func (l *Limiter) try(ctx context.Context, opts []CallOption) (Decision, error) 
 // When the store cannot decide, the rule's failure policy answers: the
 // lease then reports FailedOpen (Allow) or Fallback (Local).
 func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, error) {
+	cur, err := l.current()
+	if err != nil {
+		return nil, err
+	}
+	l = cur
 	o := l.opts(opts)
 	if err := l.checkCost(o.cost); err != nil {
 		return nil, err
@@ -567,6 +654,11 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 			}
 			l.observe(OpAcquire, a.d, time.Since(start), err)
 			return nil, err
+		}
+		if a.d.Shadow { // a shadow rule never makes anyone wait
+			rs.m.shadowDenied()
+			l.observe(OpAcquire, a.d, a.answered.Sub(start), nil)
+			return a.d.Lease, nil
 		}
 		if a.d.Allowed {
 			wait := a.answered.Sub(start)
@@ -722,6 +814,11 @@ func (l *Limiter) TryDo(ctx context.Context, fn func(context.Context) error, opt
 
 // State reads the limiter's state without consuming anything.
 func (l *Limiter) State(ctx context.Context) (State, error) {
+	cur, err := l.current()
+	if err != nil {
+		return State{}, err
+	}
+	l = cur
 	rs := l.r
 	n := len(rs.policies)
 	o := getOp(opPeek, n)
@@ -755,6 +852,11 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 // Reset removes the stored state of this limiter's key (all its policies).
 // Leases held by callers become no-ops to release. Metrics are kept.
 func (l *Limiter) Reset(ctx context.Context) error {
+	cur, err := l.current()
+	if err != nil {
+		return err
+	}
+	l = cur
 	o := &storeOp{kind: opReset, key: l.skey()}
 	h := l.r.handle()
 	if err := h.call(ctx, o); err != nil {

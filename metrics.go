@@ -87,13 +87,31 @@ func (h *histogram) snapshot(zeros int64) Histogram {
 
 type metrics struct {
 	acquisitions, denials, timeouts, errors, fallbacks, releases, waiting atomic.Int64
+	shadowDenials                                                         atomic.Int64
 	totalWait, maxWait                                                    atomic.Int64
 	current, peak                                                         atomic.Int64
 	// waits counts Acquire's admissions (other admissions waited zero).
 	waits histogram
 }
 
-func (m *metrics) init() { m.waits.init(waitBounds) }
+// newMetrics returns zeroed counters, padded: they change on every
+// decision, and are kept off the cache lines of the rule's fields, which
+// every decision reads.
+func newMetrics() *metrics {
+	p := new(struct {
+		_ [64]byte
+		m metrics
+		_ [64]byte
+	})
+	p.m.waits.init(waitBounds)
+	return &p.m
+}
+
+// shadowDenied records a request a shadow rule denied and admitted.
+func (m *metrics) shadowDenied() {
+	m.denials.Add(1)
+	m.shadowDenials.Add(1)
+}
 
 // admitted records an admission without waiting (Try, composites).
 func (m *metrics) admitted() { m.acquisitions.Add(1) }
@@ -132,6 +150,7 @@ func (m *metrics) snapshot() Metrics {
 	s := Metrics{
 		Acquisitions:      m.acquisitions.Load(),
 		Denials:           m.denials.Load(),
+		ShadowDenials:     m.shadowDenials.Load(),
 		Timeouts:          m.timeouts.Load(),
 		Waiting:           m.waiting.Load(),
 		Errors:            m.errors.Load(),

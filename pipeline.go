@@ -26,6 +26,7 @@ type storeHandle struct {
 	store   driver.Store
 	owned   bool              // opened by the registry, so closed by it
 	options map[string]string // for listing, secrets redacted
+	cfg     *StoreConfig      // the configuration that opened it; nil for stores added in code
 	unsub   func()
 	reg     *Registry
 	// inproc: the store decides in process (driver.InProcess): no call

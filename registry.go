@@ -36,6 +36,7 @@ type Registry struct {
 	closed   atomic.Bool
 	done     chan struct{}         // closed by Close: ends the waits of Acquire
 	retiring map[*storeHandle]bool // replaced stores waiting for their leases
+	reloads  reloadStats
 
 	fbOnce sync.Once
 	fb     *storeHandle // in-memory store of the Local failure policy
@@ -374,7 +375,9 @@ func (h *storeHandle) close() (err error) {
 }
 
 // ConfigureLimiter adds the limiter name with rule, replacing any limiter of
-// that name. Limiters obtained before keep the old rule.
+// that name: limiters obtained before follow the new rule, and the rule's
+// counters go on. State stays in the store: a new rule with the same store
+// and policies counts what the old one admitted.
 func (r *Registry) ConfigureLimiter(name string, rule Rule) error {
 	if err := checkName("limiter", name); err != nil {
 		return err
@@ -397,8 +400,19 @@ func (r *Registry) ConfigureLimiter(name string, rule Rule) error {
 	if h == nil {
 		return &ConfigError{Table: "limiters." + name, Key: "store", Msg: fmt.Sprintf("store %q is not configured (stores: %s)", nr.Store, listNames(r.stores)), Err: ErrStoreNotFound}
 	}
-	r.rules[name] = r.newRuleState(name, nr, h)
+	rs := r.newRuleState(name, nr, h, nil)
+	r.putRule(rs)
 	return nil
+}
+
+// putRule makes rs the rule of its name; the rule it replaces, if any,
+// hands on its counters and makes limiters obtained before follow rs.
+// r.mu is held.
+func (r *Registry) putRule(rs *ruleState) {
+	if old := r.rules[rs.name]; old != nil {
+		old.succ.Store(rs)
+	}
+	r.rules[rs.name] = rs
 }
 
 func listNames[V any](m map[string]V) string {
@@ -408,11 +422,20 @@ func listNames[V any](m map[string]V) string {
 	return strings.Join(slices.Sorted(maps.Keys(m)), ", ")
 }
 
-func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState {
+// newRuleState returns the rule name with store h. Its counters are m, or
+// new ones when m is nil; those of the rule it replaces, when it does
+// (see putRule).
+func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle, m *metrics) *ruleState {
 	// Every rule has fallback policies: a composite whose strictest part
 	// is local enforces its other parts locally too.
-	rs := &ruleState{name: name, rule: nr, policies: nr.policies(), fallback: nr.fallbackPolicies(), reg: r}
-	rs.m.init()
+	rs := &ruleState{name: name, rule: nr, policies: nr.policies(), fallback: nr.fallbackPolicies(), reg: r, m: m}
+	if m == nil {
+		if old := r.rules[name]; old != nil {
+			rs.m = old.m
+		} else {
+			rs.m = newMetrics()
+		}
+	}
 	for _, p := range rs.policies {
 		switch p.Kind {
 		case driver.Concurrency:
@@ -423,7 +446,7 @@ func (r *Registry) newRuleState(name string, nr Rule, h *storeHandle) *ruleState
 	}
 	rs.key = driver.Key{Name: driver.EscapeName(name)}
 	rs.base = &Limiter{r: rs}
-	rs.quick = len(rs.policies) == 1 && !rs.hasConc && r.observer == nil && r.storeObs == nil
+	rs.quick = len(rs.policies) == 1 && !rs.hasConc && !nr.Shadow && r.observer == nil && r.storeObs == nil
 	rs.bind.Store(rs.bindTo(h))
 	return rs
 }
@@ -606,6 +629,38 @@ func (r *Registry) Limiters() []LimiterInfo {
 		out = append(out, LimiterInfo{Name: name, Rule: rs.rule, Metrics: rs.m.snapshot()})
 	}
 	return out
+}
+
+// ReloadStats counts a registry's reloads (Reload, WatchConfig).
+type ReloadStats struct {
+	Succeeded int64     // reloads applied
+	Failed    int64     // reloads rejected (invalid file, store that cannot open): nothing changed
+	Last      time.Time // when the last reload was tried; zero before the first
+	File      string    // the file of the last reload
+	LastError error     // why the last reload was rejected; nil when it was applied
+}
+
+type reloadStats struct {
+	mu sync.Mutex
+	s  ReloadStats
+}
+
+func (rs *reloadStats) note(file string, err error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if err != nil {
+		rs.s.Failed++
+	} else {
+		rs.s.Succeeded++
+	}
+	rs.s.Last, rs.s.File, rs.s.LastError = time.Now(), file, err
+}
+
+// Reloads returns the counts of the registry's reloads.
+func (r *Registry) Reloads() ReloadStats {
+	r.reloads.mu.Lock()
+	defer r.reloads.mu.Unlock()
+	return r.reloads.s
 }
 
 // Close closes the stores the registry opened (not those given to

@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rate-sync/ratesync-go"
@@ -159,10 +160,7 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 	if name == "" {
 		name = l.Name()
 	}
-	pol := describe(name, l.Rule())
-	var hb strings.Builder
-	pol.items(&hb)
-	policyHeader := []string{hb.String()}
+	var pols policies
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !c.applies(r.URL.Path) {
@@ -175,6 +173,10 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 				return
 			}
 			kl := l.For(id)
+			// The rule in force for the key: a reload or the key's override
+			// may have changed it since New.
+			rule := kl.Rule()
+			pol, policyHeader := pols.of(name, rule)
 			var d ratesync.Decision
 			if c.wait {
 				d, err = acquire(r.Context(), kl)
@@ -186,13 +188,16 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 				return
 			}
 			h := w.Header()
+			if rule.Shadow { // measured, not enforced: nothing to tell the client
+				policyHeader = nil
+			}
 			if !d.Allowed {
 				q, retry := pol.binding(d.Concurrency), pol.retryAfter(d)
 				writeFields(h, policyHeader, q, d, retry, c.legacy)
 				deny(w, r, c, d, retry, []*quota{q})
 				return
 			}
-			if !c.noHeaders && !d.FailedOpen {
+			if !c.noHeaders && !d.FailedOpen && policyHeader != nil {
 				writeFields(h, policyHeader, pol.binding(d.Concurrency), d, 0, c.legacy)
 			}
 			if d.Lease.Held() {
@@ -205,6 +210,31 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// policies holds the policy descriptions of the rules a middleware has
+// met: one per rule in force (a reload or an override changes it), a few
+// at most, each described once.
+type policies struct {
+	m sync.Map // ratesync.Rule -> *described
+}
+
+type described struct {
+	pol    *rulePolicy
+	header []string
+}
+
+func (p *policies) of(name string, r ratesync.Rule) (*rulePolicy, []string) {
+	if v, ok := p.m.Load(r); ok {
+		d := v.(*described)
+		return d.pol, d.header
+	}
+	pol := describe(name, r)
+	var hb strings.Builder
+	pol.items(&hb)
+	v, _ := p.m.LoadOrStore(r, &described{pol: pol, header: []string{hb.String()}})
+	d := v.(*described)
+	return d.pol, d.header
 }
 
 // acquire waits for l like Limiter.Acquire, counted as one request (an

@@ -58,6 +58,8 @@ var (
 	storeCallsDesc   = desc("ratesync_store_call_duration_seconds", "Latency of store calls, by store and operation (decide, peek, release, extend, reset, reset_all).", "store", "op")
 	storeErrorsDesc  = desc("ratesync_store_errors_total", "Store calls that failed, by store and operation; calls the open circuit breaker skipped count too.", "store", "op")
 	breakerDesc      = desc("ratesync_circuit_breaker_state", "Circuit breaker of each store: 0 closed, 1 half-open, 2 open (as rate-sync's metric of the same name).", "store")
+	shadowDesc       = desc("ratesync_shadow_denials_total", "Requests a shadow rule (shadow = true) would have denied and admitted anyway; ratesync_decisions_total counts them as denied.", "group_id")
+	reloadsDesc      = desc("ratesync_config_reloads_total", "Configuration reloads (Registry.Reload, WatchConfig), by result: success, or failure (the file was rejected and nothing changed).", "result")
 	fallbackDesc     = desc("ratesync_fallback_active", "1 while a store's breaker is not closed, so its rules' failure policies answer.", "store")
 )
 
@@ -65,7 +67,7 @@ type collector struct{ regs []*ratesync.Registry }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{acquisitionsDesc, decisionsDesc, waitDesc, timeoutsDesc, fallbacksDesc, ruleErrorsDesc,
-		waitingDesc, leasesDesc, storeCallsDesc, storeErrorsDesc, breakerDesc, fallbackDesc} {
+		waitingDesc, leasesDesc, storeCallsDesc, storeErrorsDesc, breakerDesc, fallbackDesc, shadowDesc, reloadsDesc} {
 		ch <- d
 	}
 }
@@ -80,7 +82,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		regs = []*ratesync.Registry{reg}
 	}
+	var ok, failed int64
 	for _, reg := range regs {
+		rs := reg.Reloads()
+		ok, failed = ok+rs.Succeeded, failed+rs.Failed
 		engines := map[string]string{}
 		for _, s := range reg.Stores() {
 			engines[s.Name] = s.Engine
@@ -90,6 +95,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			collectRule(ch, l, engines[l.Rule.Store])
 		}
 	}
+	counter(ch, reloadsDesc, ok, "success")
+	counter(ch, reloadsDesc, failed, "failure")
 }
 
 func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v int64, labels ...string) {
@@ -117,6 +124,7 @@ func collectRule(ch chan<- prometheus.Metric, l ratesync.LimiterInfo, engine str
 	counter(ch, timeoutsDesc, m.Timeouts, name, engine)
 	counter(ch, fallbacksDesc, m.Fallbacks, name)
 	counter(ch, ruleErrorsDesc, m.Errors, name)
+	counter(ch, shadowDesc, m.ShadowDenials, name)
 	histogram(ch, waitDesc, m.Wait, name, engine)
 	gauge(ch, waitingDesc, float64(m.Waiting), name)
 	gauge(ch, leasesDesc, float64(m.CurrentConcurrent), name)

@@ -186,3 +186,40 @@ func TestNilRegisterer(t *testing.T) {
 		t.Fatal("nil Registerer accepted")
 	}
 }
+
+func TestShadowAndReloadMetrics(t *testing.T) {
+	reg := ratesync.NewRegistry()
+	defer reg.Close()
+	cfg, err := ratesync.ParseConfig("t.toml", []byte("[stores.m]\nengine = \"memory\"\n[limiters.audit]\nstore = \"m\"\nlimit = 1\nwindow_seconds = 60\nshadow = true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := ratesync.ParseConfig("t.toml", []byte("[limiters.audit]\nstore = \"gone\"\nrate_per_second = 1\n"))
+	if reg.Reload(bad) == nil {
+		t.Fatal("a config naming an undefined store was accepted")
+	}
+	for range 3 {
+		if d, err := reg.Try(context.Background(), "audit"); err != nil || !d.Allowed {
+			t.Fatalf("shadow rule: %+v %v", d, err)
+		}
+	}
+	pr := prometheus.NewRegistry()
+	if err := ratesyncprom.Register(pr, reg); err != nil {
+		t.Fatal(err)
+	}
+	expected := `
+# HELP ratesync_config_reloads_total Configuration reloads (Registry.Reload, WatchConfig), by result: success, or failure (the file was rejected and nothing changed).
+# TYPE ratesync_config_reloads_total counter
+ratesync_config_reloads_total{result="failure"} 1
+ratesync_config_reloads_total{result="success"} 1
+# HELP ratesync_shadow_denials_total Requests a shadow rule (shadow = true) would have denied and admitted anyway; ratesync_decisions_total counts them as denied.
+# TYPE ratesync_shadow_denials_total counter
+ratesync_shadow_denials_total{group_id="audit"} 2
+`
+	if err := testutil.GatherAndCompare(pr, strings.NewReader(expected), "ratesync_config_reloads_total", "ratesync_shadow_denials_total"); err != nil {
+		t.Fatal(err)
+	}
+}
