@@ -33,6 +33,12 @@ var openAPI []byte
 // /openapi.json.
 func OpenAPI() []byte { return slices.Clone(openAPI) }
 
+// apiMethods is the method of each call of the API, for 405 answers.
+var apiMethods = map[string]string{
+	"/v1/try": "POST", "/v1/acquire": "POST", "/v1/release": "POST", "/v1/extend": "POST", "/v1/state": "GET",
+	"/v1/composite": "POST", "/v1/limiters": "GET", "/v1/admin/reset": "POST", "/v1/admin/reload": "POST",
+}
+
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/try", s.handleTry)
@@ -55,6 +61,11 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if m, ok := apiMethods[r.URL.Path]; ok {
+			w.Header().Set("Allow", m)
+			problem(w, http.StatusMethodNotAllowed, r.URL.Path+" takes "+m)
+			return
+		}
 		problem(w, http.StatusNotFound, "no such call: see /openapi.json")
 	})
 	// The dashboard's mount point: / and /dashboard/.

@@ -46,8 +46,8 @@ type Descriptor struct {
 	Key         string
 	Value       string // empty: any value
 	Limiter     string // the limiter that decides a request matching here
-	Unlimited   bool // answered OK, with no store call
-	Deny        bool // answered OVER_LIMIT, with no store call
+	Unlimited   bool   // answered OK, with no store call
+	Deny        bool   // answered OVER_LIMIT, with no store call
 	Descriptors []*Descriptor
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -59,6 +60,7 @@ func start(t *testing.T, cfg string, opts ...server.Option) *env {
 
 func startReg(t *testing.T, reg *ratesync.Registry, file string, opts ...server.Option) *env {
 	t.Helper()
+	opts = append([]server.Option{server.WithLogger(quiet)}, opts...)
 	if file != "" {
 		opts = append([]server.Option{server.WithConfigFile(file)}, opts...)
 	}
@@ -88,6 +90,9 @@ func startReg(t *testing.T, reg *ratesync.Registry, file string, opts ...server.
 }
 
 var stopOnce sync.Map
+
+// quiet is the logger of the tests' servers: warnings and errors only.
+var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 // stop shuts the server down and checks that Serve returned nil.
 func (e *env) stop() {
@@ -189,7 +194,9 @@ type faultStore struct {
 	entered chan struct{} // receives when a decision starts blocking
 }
 
-func newFaultStore() *faultStore { return &faultStore{Store: memstore.New(), entered: make(chan struct{}, 16)} }
+func newFaultStore() *faultStore {
+	return &faultStore{Store: memstore.New(), entered: make(chan struct{}, 16)}
+}
 
 func (s *faultStore) set(fail bool, block chan struct{}) {
 	s.mu.Lock()

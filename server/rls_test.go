@@ -144,7 +144,9 @@ func TestRLSStatusesAndHeaders(t *testing.T) {
 
 func TestRLSNested(t *testing.T) {
 	e := start(t, rlsConfig)
-	msg := func(num string) *ratelimitv3.RateLimitDescriptor { return desc("message_type", "marketing", "to_number", num) }
+	msg := func(num string) *ratelimitv3.RateLimitDescriptor {
+		return desc("message_type", "marketing", "to_number", num)
+	}
 	for i, want := range []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT} {
 		r := e.mustShould("messaging", msg("2061111111"))
 		if r.GetOverallCode() != want {
