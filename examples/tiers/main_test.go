@@ -1,0 +1,29 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"testing"
+)
+
+func TestTiers(t *testing.T) {
+	t.Setenv("REDIS_URL", "")
+	t.Setenv("POSTGRES_URL", "")
+	var out bytes.Buffer
+	if err := run(context.Background(), &out); err != nil {
+		t.Fatal(err)
+	}
+	// Each customer gets exactly its tier's quota, however its 8 goroutines
+	// interleave, and has none left until the window (6 minutes) slides.
+	for _, want := range []string{
+		`alice  free       api_free           10 per 6m0s:    10 admitted, 10 denied in \S+; now remaining 0, next request in 5m5\ds`,
+		`bob    free       api_free           10 per 6m0s:    10 admitted, 10 denied in \S+; now remaining 0, next request in 5m5\ds`,
+		`carol  pro        api_pro           100 per 6m0s:   100 admitted, 10 denied in \S+; now remaining 0, next request in 5m5\ds`,
+		`dave   enterprise api_enterprise   1000 per 6m0s:  1000 admitted, 10 denied in \S+; now remaining 0, next request in 5m5\ds`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
