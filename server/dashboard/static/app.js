@@ -119,11 +119,21 @@
 
   // --- chart --------------------------------------------------------------
 
-  function niceMax(v) {
-    if (v <= 0) return 1;
+  // step returns a round step (1, 2 or 5 times a power of ten) of at
+  // least v.
+  function roundStep(v) {
+    if (!(v > 0)) return 1;
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    for (const m of [1, 2, 5]) if (m * p >= v) return m * p;
     return 10 * p;
+  }
+
+  const spans = [60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
+  const timeSteps = [10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600];
+
+  function timeLabel(s) {
+    if (s === 0) return "now";
+    return s < 120 ? "−" + s + " s" : s < 7200 ? "−" + s / 60 + " min" : "−" + s / 3600 + " h";
   }
 
   function drawChart() {
@@ -148,15 +158,23 @@
     const hasShadow = !!s && s.shadow.some((v) => v > 0);
     if (hasShadow) lines.push(["shadow", "--shadow"]);
     $("legend-shadow").hidden = !hasShadow;
-    let top = 0;
-    for (const [k] of lines) for (const v of s ? s[k] : []) top = Math.max(top, v);
-    top = niceMax(top);
+    let peak = 0;
+    for (const [k] of lines) for (const v of s ? s[k] : []) peak = Math.max(peak, v);
+    const ystep = roundStep(peak / 4);
+    const top = Math.max(1, Math.ceil(peak / ystep)) * ystep;
+    const yticks = [];
+    for (let v = 0; v <= top + ystep / 2; v += ystep) yticks.push(v);
 
-    const left = 8 + g.measureText(num.format(top)).width + 6, right = 8, upper = 8, lower = 20;
+    const label = (v) => num.format(v);
+    const left = 8 + Math.max(...yticks.map((v) => g.measureText(label(v)).width)) + 6;
+    const right = 10, upper = 8, lower = 20;
     const pw = Math.max(1, w - left - right), ph = Math.max(1, h - upper - lower);
     const end = t.length ? t[t.length - 1] : Date.now();
-    const span = state.history * 1000;
-    const x = (ms) => left + pw * (1 - (end - ms) / span);
+    // The last minute at first, growing to the whole history as samples come.
+    const kept = t.length ? (end - t[0]) / 1000 + state.interval : 0;
+    let span = spans.find((x) => x >= kept) || spans[spans.length - 1];
+    span = Math.min(span, Math.max(state.history, 1));
+    const x = (ms) => left + pw * (1 - (end - ms) / (span * 1000));
     const y = (v) => upper + ph * (1 - v / top);
 
     // grid and labels
@@ -165,21 +183,25 @@
     g.lineWidth = 1;
     g.textAlign = "right";
     g.textBaseline = "middle";
-    for (let i = 0; i <= 4; i++) {
-      const v = (top * i) / 4, yy = Math.round(y(v)) + 0.5;
+    for (const v of yticks) {
+      const yy = Math.round(y(v)) + 0.5;
       g.beginPath(); g.moveTo(left, yy); g.lineTo(w - right, yy); g.stroke();
-      g.fillText(num.format(v), left - 6, yy);
+      g.fillText(label(v), left - 6, yy);
     }
     g.textBaseline = "top";
-    const minutes = Math.max(1, Math.round(span / 60000));
-    const step = minutes <= 5 ? 1 : Math.ceil(minutes / 5);
-    for (let m = 0; m <= minutes; m += step) {
-      const xx = x(end - m * 60000);
-      g.textAlign = m === 0 ? "right" : m === minutes ? "left" : "center";
-      g.fillText(m === 0 ? "now" : "−" + m + " min", xx, h - lower + 5);
+    const fit = Math.max(1, Math.floor(pw / 64)); // labels that fit
+    const tstep = timeSteps.find((st) => span / st <= fit) || span;
+    for (let sec = 0; sec <= span; sec += tstep) {
+      const xx = x(end - sec * 1000);
+      g.textAlign = sec === 0 ? "right" : sec + tstep > span ? "left" : "center";
+      g.fillText(timeLabel(sec), xx, h - lower + 5);
     }
 
-    // series
+    // series, clipped to the plot
+    g.save();
+    g.beginPath();
+    g.rect(left, 0, pw + 1, h);
+    g.clip();
     const sums = { admitted: 0, denied: 0, shadow: 0 };
     for (const [k, c] of lines) {
       const vs = s ? s[k] : [];
@@ -202,12 +224,13 @@
         g.globalAlpha = 1;
       }
     }
+    g.restore();
     // What the chart drew, for people reading the page with tools.
     canvas.dataset.samples = String(t.length);
     canvas.dataset.admitted = String(Math.round(sums.admitted * 1000) / 1000);
     canvas.dataset.denied = String(Math.round(sums.denied * 1000) / 1000);
     canvas.dataset.top = String(top);
-    canvas.setAttribute("aria-label", "Requests per second over the last " + minutes + " min" +
+    canvas.setAttribute("aria-label", "Requests per second over the last " + timeLabel(span).slice(1) +
       (state.selected ? " for " + state.selected : "") + ": " + num.format(sums.admitted * state.interval) +
       " admitted, " + num.format(sums.denied * state.interval) + " denied");
   }
