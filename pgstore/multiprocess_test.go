@@ -90,3 +90,7 @@ func TestMultiProcessAccuracy(t *testing.T) { storetest.MultiProcess(t, hammer) 
 
 // TestHammerChild is one process of TestMultiProcessAccuracy.
 func TestHammerChild(t *testing.T) { storetest.MultiProcessChild(t, hammer) }
+
+// TestReloadUnderLoad rewrites the configuration that 4 processes of 32
+// goroutines follow every 200 ms for 10 s (storetest.ReloadUnderLoad).
+func TestReloadUnderLoad(t *testing.T) { storetest.ReloadUnderLoad(t, hammer) }

@@ -161,6 +161,10 @@ func MultiProcessChild(t *testing.T, o MultiProcessOptions) {
 	if tc == "" {
 		t.Skip("runs only as a child of MultiProcess")
 	}
+	if tc == "reload" {
+		reloadChild(t, o)
+		return
+	}
 	ns := os.Getenv("RATESYNC_HAMMER_NS")
 	st := o.Open(t, ns)
 	holders := o.Holders(t, ns)
