@@ -44,6 +44,27 @@ type Options struct {
 // Calls to in-process stores (the memory engine) are not timed nor traced,
 // as ratesyncprom does not: they make no call over a network.
 func Observers(o Options) ([]ratesync.RegistryOption, error) {
+	ob, err := newObservers(o)
+	if err != nil {
+		return nil, err
+	}
+	var opts []ratesync.RegistryOption
+	switch {
+	case ob.wait != nil:
+		opts = append(opts, ratesync.WithObserver(ob.observe))
+	case ob.next != nil:
+		opts = append(opts, ratesync.WithObserver(ob.next))
+	}
+	switch {
+	case ob.storeCall != nil || ob.tracer != nil:
+		opts = append(opts, ratesync.WithStoreObserver(ob.observeStore))
+	case ob.nextStore != nil:
+		opts = append(opts, ratesync.WithStoreObserver(ob.nextStore))
+	}
+	return opts, nil
+}
+
+func newObservers(o Options) (*observers, error) {
 	ob := &observers{next: o.Observer, nextStore: o.StoreObserver}
 	if o.MeterProvider != nil {
 		m := o.MeterProvider.Meter(ScopeName)
@@ -61,20 +82,7 @@ func Observers(o Options) ([]ratesync.RegistryOption, error) {
 	if o.TracerProvider != nil {
 		ob.tracer = o.TracerProvider.Tracer(ScopeName)
 	}
-	var opts []ratesync.RegistryOption
-	switch {
-	case ob.wait != nil:
-		opts = append(opts, ratesync.WithObserver(ob.observe))
-	case ob.next != nil:
-		opts = append(opts, ratesync.WithObserver(ob.next))
-	}
-	switch {
-	case ob.storeCall != nil || ob.tracer != nil:
-		opts = append(opts, ratesync.WithStoreObserver(ob.observeStore))
-	case ob.nextStore != nil:
-		opts = append(opts, ratesync.WithStoreObserver(ob.nextStore))
-	}
-	return opts, nil
+	return ob, nil
 }
 
 // Bucket bounds, in seconds: those of ratesync's own histograms (rate-sync's
