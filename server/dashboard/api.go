@@ -257,6 +257,14 @@ func (d *Dashboard) state(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusServiceUnavailable, "The limiter cannot be read now.")
 		return
 	}
+	select {
+	case d.inspects <- struct{}{}:
+		defer func() { <-d.inspects }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		problem(w, http.StatusTooManyRequests, "Too many key inspections are waiting for the store; try again in a second.")
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), d.cfg.stateTimeout)
 	defer cancel()
 	st, err := l.State(ctx)

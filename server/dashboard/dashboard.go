@@ -49,6 +49,9 @@ const (
 	DefaultHistory = 5 * time.Minute
 	// DefaultStateTimeout bounds one key inspection's call to the store.
 	DefaultStateTimeout = time.Second
+	// DefaultMaxInspections is how many key inspections may wait for the
+	// store at once.
+	DefaultMaxInspections = 8
 )
 
 // MaxIdentifierLength is the longest identifier, in bytes, the key
@@ -77,9 +80,10 @@ var indexTemplate = template.Must(template.New("index").Parse(indexHTML))
 type Option func(*config)
 
 type config struct {
-	interval     time.Duration
-	history      time.Duration
-	stateTimeout time.Duration
+	interval       time.Duration
+	history        time.Duration
+	stateTimeout   time.Duration
+	maxInspections int
 }
 
 // WithInterval sets how often the sampler reads the registry's counters,
@@ -115,13 +119,26 @@ func WithStateTimeout(d time.Duration) Option {
 	}
 }
 
+// WithMaxInspections sets how many key inspections may wait for the store
+// at once (default DefaultMaxInspections); more are answered 429 at once,
+// so that the page cannot be used to load the store. Zero keeps the
+// default.
+func WithMaxInspections(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.maxInspections = n
+		}
+	}
+}
+
 // Dashboard is the dashboard of one registry: an http.Handler and the
 // sampler goroutine that feeds it. Create it with New and stop its sampler
 // with Close. It is safe for concurrent use.
 type Dashboard struct {
-	reg    *ratesync.Registry
-	cfg    config
-	static http.Handler
+	reg      *ratesync.Registry
+	cfg      config
+	static   http.Handler
+	inspects chan struct{} // one token per inspection in flight
 
 	mu       sync.Mutex
 	ring     *ring
@@ -135,19 +152,20 @@ type Dashboard struct {
 // New returns the dashboard of reg and starts its sampler, which reads
 // reg's counters once per interval until Close.
 func New(reg *ratesync.Registry, opts ...Option) *Dashboard {
-	cfg := config{interval: DefaultInterval, history: DefaultHistory, stateTimeout: DefaultStateTimeout}
+	cfg := config{interval: DefaultInterval, history: DefaultHistory, stateTimeout: DefaultStateTimeout, maxInspections: DefaultMaxInspections}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	n := int(min(cfg.history/cfg.interval, maxSamples))
 	sub, _ := fs.Sub(staticFiles, "static")
 	d := &Dashboard{
-		reg:    reg,
-		cfg:    cfg,
-		static: http.StripPrefix("/dashboard/static/", http.FileServerFS(sub)),
-		ring:   newRing(max(n, 2)),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		reg:      reg,
+		cfg:      cfg,
+		static:   http.StripPrefix("/dashboard/static/", http.FileServerFS(sub)),
+		inspects: make(chan struct{}, cfg.maxInspections),
+		ring:     newRing(max(n, 2)),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	s := newSampler(reg)
 	_, d.breakers = s.read(time.Now()) // the baseline: the first sample counts from here

@@ -532,3 +532,47 @@ func TestStateCancelled(t *testing.T) {
 		t.Errorf("wrote %d %q to a caller that left", rec.Code, rec.Body.String())
 	}
 }
+
+// Cost: inspections waiting for a slow store are bounded; one more is
+// answered 429 at once instead of adding to the store's load.
+func TestStateBounded(t *testing.T) {
+	release := make(chan struct{})
+	called := make(chan struct{}, 10)
+	reg := faultRegistry(t, &faultStore{peek: func(ctx context.Context) error {
+		called <- struct{}{}
+		select {
+		case <-release:
+			return driver.Unavailable(errors.New("slow"))
+		case <-ctx.Done():
+			return driver.Unavailable(ctx.Err())
+		}
+	}}, ratesync.WithCallTimeout(0))
+	d := newDashboard(t, reg, dashboard.WithMaxInspections(2), dashboard.WithStateTimeout(time.Minute))
+	done := make(chan int, 2)
+	for range 2 {
+		go func() {
+			rec := httptest.NewRecorder()
+			d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/dashboard/api/state?limiter=api&id=x", nil))
+			done <- rec.Code
+		}()
+	}
+	<-called
+	<-called
+	res := get(t, d, "/dashboard/api/state?limiter=api&id=y")
+	wantProblem(t, res, http.StatusTooManyRequests)
+	if res.Header.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After %q, want 1", res.Header.Get("Retry-After"))
+	}
+	close(release)
+	for range 2 {
+		if code := <-done; code != http.StatusServiceUnavailable {
+			t.Errorf("a slow inspection answered %d, want 503", code)
+		}
+	}
+	// The slots are free again.
+	if len(called) != 0 {
+		t.Fatalf("the store was called %d more times", len(called))
+	}
+	d2 := get(t, d, "/dashboard/api/state?limiter=api&id=z")
+	wantProblem(t, d2, http.StatusServiceUnavailable)
+}
