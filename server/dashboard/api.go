@@ -292,11 +292,16 @@ func (d *Dashboard) state(w http.ResponseWriter, r *http.Request) {
 		Remaining:         st.Remaining,
 		Limit:             st.Limit,
 		CurrentUsage:      st.CurrentUsage,
-		RetryAfterSeconds: st.RetryAfter.Seconds(),
+		RetryAfterSeconds: roundMs(st.RetryAfter),
 		ResetAt:           st.ResetAt.UnixMilli(),
-		ResetAfterSeconds: resetAfter.Seconds(),
+		ResetAfterSeconds: roundMs(resetAfter),
 		Concurrency:       st.Concurrency,
 	})
+}
+
+// roundMs returns d in seconds, to the millisecond.
+func roundMs(d time.Duration) float64 {
+	return float64(d.Round(time.Millisecond)) / float64(time.Second)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
