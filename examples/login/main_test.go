@@ -5,7 +5,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestLogin(t *testing.T) {
 	t.Setenv("REDIS_URL", "")

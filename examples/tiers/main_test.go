@@ -5,7 +5,11 @@ import (
 	"context"
 	"regexp"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestTiers(t *testing.T) {
 	t.Setenv("REDIS_URL", "")
