@@ -289,6 +289,11 @@ func TestBrowser(t *testing.T) {
 	}
 	screenshot(t, tab, "dashboard-phone.png")
 
+	// The same page under /dashboard/, where its links are relative to
+	// another base.
+	run(t, tab, "open /dashboard/", chromedp.Navigate(srv.URL+"/dashboard/"))
+	poll(t, tab, "the limiters are listed under /dashboard/", `document.querySelectorAll("#limiter-list .card").length === 4 && Number(document.getElementById("chart").dataset.samples) > 0`)
+
 	// Nothing in the console, nothing fetched from elsewhere.
 	w.stop()
 	for _, m := range w.console {
