@@ -270,7 +270,9 @@ func StreamServerInterceptor(l *ratesync.Limiter, key KeyFunc, opts ...Option) g
 // method name ("/pkg.Service/Method"), a service ("/pkg.Service/") or "/"
 // for every other method. A call is limited by the limiter of its method,
 // else of its service, else of "/"; a call that matches none passes
-// unlimited. Policies are named after their limiters.
+// unlimited. Policies are named after their limiters. The interceptors
+// read the table when they are made: later changes to the map do not
+// reach them.
 type Methods map[string]*ratesync.Limiter
 
 func (m Methods) table(key KeyFunc, opts []Option) *table {
