@@ -3,6 +3,7 @@ package ratesyncotel
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -214,9 +215,9 @@ func (c *cache[K, V]) get(k K, derive func(K) V) V {
 	if v, ok := old[k]; ok {
 		return v
 	}
-	m := make(map[K]V, len(old)+1)
-	for k, v := range old {
-		m[k] = v
+	m := maps.Clone(old)
+	if m == nil {
+		m = map[K]V{}
 	}
 	v := derive(k)
 	m[k] = v

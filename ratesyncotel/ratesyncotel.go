@@ -53,28 +53,29 @@ const (
 	breakerKey   = attribute.Key("ratesync.circuit_breaker.state")
 )
 
-// Instrument names.
+// Instrument names and attribute values.
 const (
-	acquisitionsName    = "ratesync.acquisitions"
-	decisionsName       = "ratesync.decisions"
-	shadowDenialsName   = "ratesync.shadow_denials"
-	timeoutsName        = "ratesync.timeouts"
-	fallbacksName       = "ratesync.fallback_decisions"
-	ruleErrorsName      = "ratesync.rule_store_errors"
-	waitingName         = "ratesync.waiting"
-	leasesName          = "ratesync.leases_in_use"
-	waitName            = "ratesync.acquisition.duration"
-	storeCallName       = "ratesync.store.call.duration"
-	storeErrorsName     = "ratesync.store.errors"
-	breakerName         = "ratesync.store.circuit_breaker.state"
-	fallbackActiveName  = "ratesync.store.fallback_active"
-	breakerStateClosed  = "closed"
-	breakerStateHalf    = "half_open"
-	breakerStateOpen    = "open"
-	resultAllowed       = "allowed"
-	resultDenied        = "denied"
-	resultTimeout       = "timeout"
-	errNilMeterProvider = "ratesyncotel: Register: nil MeterProvider (pass your own, such as the SDK's)"
+	acquisitionsName   = "ratesync.acquisitions"
+	decisionsName      = "ratesync.decisions"
+	shadowDenialsName  = "ratesync.shadow_denials"
+	timeoutsName       = "ratesync.timeouts"
+	fallbacksName      = "ratesync.fallback_decisions"
+	ruleErrorsName     = "ratesync.rule_store_errors"
+	waitingName        = "ratesync.waiting"
+	leasesName         = "ratesync.leases_in_use"
+	waitName           = "ratesync.acquisition.duration"
+	storeCallName      = "ratesync.store.call.duration"
+	storeErrorsName    = "ratesync.store.errors"
+	breakerName        = "ratesync.store.circuit_breaker.state"
+	fallbackActiveName = "ratesync.store.fallback_active"
+
+	resultAllowed = "allowed"
+	resultDenied  = "denied"
+	resultTimeout = "timeout"
+
+	breakerClosed   = "closed"
+	breakerHalfOpen = "half_open"
+	breakerOpen     = "open"
 )
 
 // instruments are the observable instruments of Register.
@@ -98,7 +99,7 @@ type instruments struct {
 // The histograms are not among them: see Observers.
 func Register(mp metric.MeterProvider, regs ...*ratesync.Registry) (metric.Registration, error) {
 	if mp == nil {
-		return nil, errors.New(errNilMeterProvider)
+		return nil, errors.New("ratesyncotel: Register: nil MeterProvider (pass your own, such as the SDK's)")
 	}
 	m := mp.Meter(ScopeName)
 	in := &instruments{regs: regs}
@@ -184,14 +185,14 @@ func (in *instruments) observeStore(o metric.Observer, s ratesync.StoreInfo) {
 	for _, c := range s.Calls {
 		o.ObserveInt64(in.storeErrors, c.Errors, attrs(store, operationKey.String(c.Op)))
 	}
-	state, active := breakerStateClosed, int64(0)
+	state, active := breakerClosed, int64(0)
 	switch s.Breaker {
 	case ratesync.BreakerHalfOpen:
-		state, active = breakerStateHalf, 1
+		state, active = breakerHalfOpen, 1
 	case ratesync.BreakerOpen:
-		state, active = breakerStateOpen, 1
+		state, active = breakerOpen, 1
 	}
-	for _, st := range []string{breakerStateClosed, breakerStateHalf, breakerStateOpen} {
+	for _, st := range []string{breakerClosed, breakerHalfOpen, breakerOpen} {
 		v := int64(0)
 		if st == state {
 			v = 1

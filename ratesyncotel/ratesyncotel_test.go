@@ -495,27 +495,27 @@ func TestShadowDenials(t *testing.T) {
 
 // With no registry, the package functions' registry is read.
 func TestDefaultRegistry(t *testing.T) {
+	defaultRuns++ // a rule of its own per run: -count=2 reuses the default registry
+	rule := "api" + strconv.Itoa(defaultRuns)
 	path := filepath.Join(t.TempDir(), "rate-sync.toml")
-	os.WriteFile(path, []byte("[stores.main]\nengine = \"memory\"\n[limiters.api]\nstore = \"main\"\nrate_per_second = 1.0\n"), 0o600)
+	os.WriteFile(path, []byte("[stores.main]\nengine = \"memory\"\n[limiters."+rule+"]\nstore = \"main\"\nrate_per_second = 1.0\n"), 0o600)
 	if err := ratesync.LoadConfig(path); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		def, _ := ratesync.Default()
-		def.Close() // stops its memory store's sweeper
-	}()
 	mp, reader := metricsProvider(t)
 	r, err := ratesyncotel.Register(mp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Unregister()
-	ratesync.Try(ctx, "api")
-	ratesync.Try(ctx, "api")
+	ratesync.Try(ctx, rule)
+	ratesync.Try(ctx, rule)
 	got := collect(t, reader)
-	wantValue(t, got, "ratesync.decisions", "ratesync.limiter=api,ratesync.result=allowed", 1)
-	wantValue(t, got, "ratesync.decisions", "ratesync.limiter=api,ratesync.result=denied", 1)
+	wantValue(t, got, "ratesync.decisions", "ratesync.limiter="+rule+",ratesync.result=allowed", 1)
+	wantValue(t, got, "ratesync.decisions", "ratesync.limiter="+rule+",ratesync.result=denied", 1)
 }
+
+var defaultRuns int
 
 func TestNilMeterProvider(t *testing.T) {
 	if _, err := ratesyncotel.Register(nil); err == nil {
