@@ -33,9 +33,9 @@ const (
 // while rising), the bucket rate (per second) and max_concurrent, both
 // switching between two values.
 func reloadLimits(i int) (window int, rate float64, conc int) {
-	window = 40*i + 100
+	window = 10*i + 100
 	if i%2 == 1 {
-		window -= 80
+		window -= 20
 	}
 	rate, conc = 100, 4
 	if i%2 == 1 {
