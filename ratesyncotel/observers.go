@@ -42,8 +42,9 @@ type Options struct {
 // its general path: the wait histogram needs the Observer, the store-call
 // histogram and the spans the StoreObserver.
 //
-// Calls to in-process stores (the memory engine) are not timed nor traced,
-// as ratesyncprom does not: they make no call over a network.
+// Calls to in-process stores (the memory engine) are neither timed nor
+// traced: they make no call over a network, and Registry.Stores (hence
+// ratesyncprom) keeps no latency for them either.
 func Observers(o Options) ([]ratesync.RegistryOption, error) {
 	ob, err := newObservers(o)
 	if err != nil {

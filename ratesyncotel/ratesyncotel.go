@@ -8,8 +8,8 @@
 // the SDK collects: nothing is added to a decision, and Try keeps its
 // in-process fast path.
 //
-//	reg, err := ratesyncotel.Register(mp)      // the package functions' registry (ratesync.Default)
-//	reg, err := ratesyncotel.Register(mp, reg) // or registries of your own
+//	r, err := ratesyncotel.Register(mp)      // the package functions' registry (ratesync.Default)
+//	r, err := ratesyncotel.Register(mp, reg) // or registries of your own
 //
 // OpenTelemetry has no asynchronous histogram, so the two histograms (the
 // wait of admitted requests, the latency of store calls) and the spans of
