@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -197,11 +198,13 @@ func (c *config) applies(fullMethod string) bool {
 	return false
 }
 
-// route is one limiter with its advertised policy.
+// route is one limiter and the descriptions of the rules it has met: one
+// per rule in force (a reload or a key's override changes it), a few at
+// most, each described once.
 type route struct {
-	l      *ratesync.Limiter
-	pol    *rulePolicy
-	shadow bool // the rule's limit is not in force: no RateLimit metadata
+	l    *ratesync.Limiter
+	name string   // policy name
+	pols sync.Map // ratesync.Rule -> *rulePolicy
 }
 
 func newRoute(l *ratesync.Limiter, name string) *route {
@@ -211,8 +214,16 @@ func newRoute(l *ratesync.Limiter, name string) *route {
 	if name == "" {
 		name = l.Name()
 	}
-	rule := l.Rule()
-	return &route{l: l, pol: describe(name, rule), shadow: rule.Shadow}
+	return &route{l: l, name: name}
+}
+
+// policy returns the description of rule r.
+func (rt *route) policy(r ratesync.Rule) *rulePolicy {
+	if v, ok := rt.pols.Load(r); ok {
+		return v.(*rulePolicy)
+	}
+	v, _ := rt.pols.LoadOrStore(r, describe(rt.name, r))
+	return v.(*rulePolicy)
 }
 
 // table routes a method to its limiter: the exact method first, then its
@@ -316,12 +327,12 @@ func (t *table) unary() grpc.UnaryServerInterceptor {
 		if r == nil {
 			return handler(ctx, req)
 		}
-		lease, err := t.admit(ctx, r, info.FullMethod, func(md metadata.MD) { grpc.SetHeader(ctx, md) })
+		lease, pol, err := t.admit(ctx, r, info.FullMethod, func(md metadata.MD) { grpc.SetHeader(ctx, md) })
 		if err != nil {
 			return nil, err
 		}
 		if lease.Held() {
-			defer r.release(ctx, lease, time.Now())
+			defer release(ctx, pol, lease, time.Now())
 		}
 		return handler(ctx, req)
 	}
@@ -334,12 +345,12 @@ func (t *table) stream() grpc.StreamServerInterceptor {
 			return handler(srv, ss)
 		}
 		ctx := ss.Context()
-		lease, err := t.admit(ctx, r, info.FullMethod, func(md metadata.MD) { ss.SetHeader(md) })
+		lease, pol, err := t.admit(ctx, r, info.FullMethod, func(md metadata.MD) { ss.SetHeader(md) })
 		if err != nil {
 			return err
 		}
 		if lease.Held() {
-			defer r.release(ctx, lease, time.Now())
+			defer release(ctx, pol, lease, time.Now())
 		}
 		return handler(srv, ss)
 	}
@@ -347,20 +358,23 @@ func (t *table) stream() grpc.StreamServerInterceptor {
 
 // release frees a concurrency lease after the handler (also when it
 // panics), even when the call's context is done, and records the hold.
-func (r *route) release(ctx context.Context, lease *ratesync.Lease, start time.Time) {
-	r.pol.holds.observe(time.Since(start))
+func release(ctx context.Context, pol *rulePolicy, lease *ratesync.Lease, start time.Time) {
+	pol.holds.observe(time.Since(start))
 	lease.Release(context.WithoutCancel(ctx))
 }
 
 // admit decides one call. It sets the response metadata with setHeader and
-// returns the lease to release after the handler, or the call's error.
-func (t *table) admit(ctx context.Context, r *route, fullMethod string, setHeader func(metadata.MD)) (*ratesync.Lease, error) {
+// returns the lease to release after the handler and the policy of the
+// rule that decided, or the call's error.
+func (t *table) admit(ctx context.Context, r *route, fullMethod string, setHeader func(metadata.MD)) (*ratesync.Lease, *rulePolicy, error) {
 	c := t.c
 	id, err := t.key(ctx, fullMethod)
 	if err != nil {
-		return nil, c.keyError(ctx, err)
+		return nil, nil, c.keyError(ctx, err)
 	}
 	kl := r.l.For(id)
+	rule := kl.Rule() // in force for this key: a reload or an override may have changed it
+	pol := r.policy(rule)
 	var d ratesync.Decision
 	if c.wait {
 		d, err = acquire(ctx, kl)
@@ -369,19 +383,23 @@ func (t *table) admit(ctx context.Context, r *route, fullMethod string, setHeade
 	}
 	if err != nil {
 		if ctx.Err() != nil { // the caller left: its own code, not the limiter's
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return nil, nil, status.FromContextError(ctx.Err()).Err()
 		}
-		return nil, c.failed(ctx, err)
+		return nil, nil, c.failed(ctx, err)
 	}
+	// A shadow rule's limit is not in force: nothing to tell the client.
 	if !d.Allowed {
-		q, retry := r.pol.binding(d.Concurrency), r.pol.retryAfter(d)
-		setHeader(r.pol.fields(q, d, retry))
-		return nil, c.denied(ctx, Denial{FullMethod: fullMethod, Decision: d, Policy: q.name, Limit: q.q, Concurrency: q.conc, Window: time.Duration(q.w) * time.Second, RetryAfter: retry})
+		q, retry := pol.binding(d.Concurrency), pol.retryAfter(d)
+		if !rule.Shadow {
+			setHeader(pol.fields(q, d, retry))
+		}
+		return nil, nil, c.denied(ctx, Denial{FullMethod: fullMethod, Decision: d, Policy: q.name, Limit: q.q, Concurrency: q.conc,
+			Window: time.Duration(q.w) * time.Second, RetryAfter: retry})
 	}
-	if !c.noMetadata && !d.FailedOpen && !d.Shadow && !r.shadow {
-		setHeader(r.pol.fields(r.pol.binding(d.Concurrency), d, 0))
+	if !c.noMetadata && !d.FailedOpen && !d.Shadow && !rule.Shadow {
+		setHeader(pol.fields(pol.binding(d.Concurrency), d, 0))
 	}
-	return d.Lease, nil
+	return d.Lease, pol, nil
 }
 
 // acquire waits for l like Limiter.Acquire, counted as one call (an
