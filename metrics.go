@@ -192,12 +192,16 @@ type Event struct {
 type StoreCall struct {
 	// Context is the caller's context, for its values (a trace span, for
 	// example). It may be done by the time the observer runs.
-	Context  context.Context
-	Store    string // store name
-	Engine   string
-	Op       string // "decide", "peek", "release", "extend", "reset" or "reset_all"
-	Duration time.Duration
-	Err      error // the store's error; ErrCircuitOpen when the breaker kept the call from the store
+	Context context.Context
+	Store   string // store name
+	Engine  string
+	// InProcess reports a store that decides in process (the memory
+	// store): its calls are not network calls, and are not counted in
+	// StoreInfo.Calls.
+	InProcess bool
+	Op        string // "decide", "peek", "release", "extend", "reset" or "reset_all"
+	Duration  time.Duration
+	Err       error // the store's error; ErrCircuitOpen when the breaker kept the call from the store
 }
 
 // StoreObserver receives one StoreCall per store call made for a decision

@@ -233,7 +233,7 @@ func (h *storeHandle) call(ctx context.Context, o *storeOp) error {
 		}
 		start := time.Now()
 		err := o.run(ctx, h.store)
-		so(StoreCall{Context: ctx, Store: h.name, Engine: h.engine, Op: o.kind.String(), Duration: time.Since(start), Err: err})
+		so(StoreCall{Context: ctx, Store: h.name, Engine: h.engine, InProcess: true, Op: o.kind.String(), Duration: time.Since(start), Err: err})
 		return err
 	}
 	if err := ctx.Err(); err != nil && h.br.state() != BreakerHalfOpen {

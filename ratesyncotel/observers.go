@@ -124,7 +124,7 @@ func (ob *observers) observe(e ratesync.Event) {
 // observeStore records the latency of a store call (but of one the open
 // breaker kept from the store, which has none) and its span.
 func (ob *observers) observeStore(c ratesync.StoreCall) {
-	if !inProcess(c.Engine) {
+	if !c.InProcess {
 		end := time.Now()
 		ctx := c.Context
 		if ctx == nil {
@@ -183,13 +183,6 @@ func errorType(err error) string {
 		return "unavailable"
 	}
 	return semconv.ErrorTypeOther.Value.AsString()
-}
-
-// inProcess reports whether engine names a store that decides in process:
-// the memory engine, configured or added with AddStore. A StoreCall does
-// not say, so other in-process stores are timed and traced.
-func inProcess(engine string) bool {
-	return engine == "memory" || engine == "*memstore.Store"
 }
 
 // cache maps names to what is derived from them once (attribute sets,

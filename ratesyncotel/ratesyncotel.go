@@ -58,6 +58,7 @@ const (
 	acquisitionsName   = "ratesync.acquisitions"
 	decisionsName      = "ratesync.decisions"
 	shadowDenialsName  = "ratesync.shadow_denials"
+	reloadsName        = "ratesync.config.reloads"
 	timeoutsName       = "ratesync.timeouts"
 	fallbacksName      = "ratesync.fallback_decisions"
 	ruleErrorsName     = "ratesync.rule_store_errors"
@@ -84,7 +85,7 @@ type instruments struct {
 
 	acquisitions, decisions, shadowDenials, timeouts, fallbacks, ruleErrors metric.Int64ObservableCounter
 	waiting, leases                                                         metric.Int64ObservableUpDownCounter
-	storeErrors                                                             metric.Int64ObservableCounter
+	storeErrors, reloads                                                    metric.Int64ObservableCounter
 	breaker, fallbackActive                                                 metric.Int64ObservableGauge
 }
 
@@ -129,12 +130,13 @@ func Register(mp metric.MeterProvider, regs ...*ratesync.Registry) (metric.Regis
 	in.leases = updown(leasesName, "{lease}", "Concurrency leases held by this process, by rule.")
 	in.storeErrors = counter(storeErrorsName, "{call}", "Store calls that failed, by store and operation; calls the open circuit breaker skipped count too.")
 	in.breaker = gauge(breakerName, "1", "Circuit breaker of each store: 1 for its current state (closed, half_open or open), 0 for the others.")
+	in.reloads = counter(reloadsName, "{reload}", "Configuration reloads (Registry.Reload, WatchConfig), by result: success, or failure (the file was rejected and nothing changed).")
 	in.fallbackActive = gauge(fallbackActiveName, "1", "1 while a store's breaker is not closed, so its rules' failure policies answer.")
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return m.RegisterCallback(in.observe, in.acquisitions, in.decisions, in.shadowDenials, in.timeouts, in.fallbacks, in.ruleErrors,
-		in.waiting, in.leases, in.storeErrors, in.breaker, in.fallbackActive)
+		in.waiting, in.leases, in.storeErrors, in.reloads, in.breaker, in.fallbackActive)
 }
 
 // observe is the callback: one snapshot of every limiter and store.
@@ -147,7 +149,10 @@ func (in *instruments) observe(_ context.Context, o metric.Observer) error {
 		}
 		regs = []*ratesync.Registry{reg}
 	}
+	var applied, rejected int64
 	for _, reg := range regs {
+		rs := reg.Reloads()
+		applied, rejected = applied+rs.Succeeded, rejected+rs.Failed
 		engines := map[string]string{}
 		for _, s := range reg.Stores() {
 			engines[s.Name] = s.Engine
@@ -157,8 +162,15 @@ func (in *instruments) observe(_ context.Context, o metric.Observer) error {
 			in.observeRule(o, l, engines[l.Rule.Store])
 		}
 	}
+	o.ObserveInt64(in.reloads, applied, reloadSuccess)
+	o.ObserveInt64(in.reloads, rejected, reloadFailure)
 	return nil
 }
+
+var (
+	reloadSuccess = attrs(resultKey.String("success"))
+	reloadFailure = attrs(resultKey.String("failure"))
+)
 
 func attrs(kvs ...attribute.KeyValue) metric.ObserveOption {
 	return metric.WithAttributeSet(attribute.NewSet(kvs...))

@@ -38,6 +38,7 @@ var wantInstruments = map[string][2]string{
 	"ratesync.store.errors":                {"{call}", "counter"},
 	"ratesync.store.circuit_breaker.state": {"1", "gauge"},
 	"ratesync.store.fallback_active":       {"1", "gauge"},
+	"ratesync.config.reloads":              {"{reload}", "counter"},
 }
 
 func TestInstruments(t *testing.T) {
@@ -443,7 +444,7 @@ func TestHostileIdentifiers(t *testing.T) {
 	allowed := map[string]bool{ // every name an attribute may carry
 		"api": true, "login_ip": true, "login_account": true, "net": true, "mem": true, "memory": true,
 		"ratesyncotel_test.remote": true, "decide": true, "release": true, "allowed": true, "denied": true,
-		"timeout": true, "closed": true, "half_open": true, "open": true,
+		"timeout": true, "closed": true, "half_open": true, "open": true, "success": true, "failure": true,
 	}
 	got := collect(t, reader)
 	for name, in := range got {
@@ -491,6 +492,22 @@ func TestShadowDenials(t *testing.T) {
 	got := collect(t, reader)
 	wantValue(t, got, "ratesync.shadow_denials", "ratesync.limiter=api", 2)
 	checkAgainstSnapshots(t, got, reg)
+}
+
+func TestConfigReloads(t *testing.T) {
+	mp, reader := metricsProvider(t)
+	reg := newRegistry(t, ratesyncotel.Options{MeterProvider: mp})
+	good, err := ratesync.ParseConfig("t.toml", []byte("[stores.m]\nengine = \"memory\"\n[limiters.api]\nstore = \"m\"\nrate_per_second = 1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := ratesync.ParseConfig("t.toml", []byte("[limiters.api]\nstore = \"gone\"\nrate_per_second = 1\n"))
+	for _, cfg := range []*ratesync.Config{good, bad, good} {
+		reg.Reload(cfg)
+	}
+	got := collect(t, reader)
+	wantValue(t, got, "ratesync.config.reloads", "ratesync.result=success", 2)
+	wantValue(t, got, "ratesync.config.reloads", "ratesync.result=failure", 1)
 }
 
 // With no registry, the package functions' registry is read.

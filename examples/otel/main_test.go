@@ -30,6 +30,9 @@ const wantMemory = `instruments:
     {ratesync.engine=memory,ratesync.limiter=api} 6
     {ratesync.engine=memory,ratesync.limiter=beta} 2
     {ratesync.engine=memory,ratesync.limiter=jobs} 1
+  ratesync.config.reloads ({reload}, counter)
+    {ratesync.result=failure} 0
+    {ratesync.result=success} 0
   ratesync.decisions ({decision}, counter)
     {ratesync.limiter=api,ratesync.result=allowed} 6
     {ratesync.limiter=api,ratesync.result=denied} 4
