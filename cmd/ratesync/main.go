@@ -11,6 +11,7 @@
 //	ratesync state [--json] FILE LIMITER [ID...]
 //	ratesync reset [--json] FILE LIMITER [ID...]
 //	ratesync migrate [--print] [FILE]
+//	ratesync serve [flags] [FILE]
 //
 // check validates a configuration (FILE, or the file the library would load:
 // $RATE_SYNC_CONFIG, ./rate-sync.toml, ./config/rate-sync.toml), opens its
@@ -26,6 +27,9 @@
 // httplimit.ClientIP key is the address, or the /64 of an IPv6 client).
 // reset removes that key's state (all its policies). Both exit with status
 // 1 when the store cannot answer; --json prints one JSON object.
+//
+// serve runs the rate limit service (Envoy RLS v3 over gRPC, an HTTP JSON
+// API, metrics and health); see docs/serve.md and `ratesync serve --help`.
 //
 // migrate creates or upgrades the schema of every PostgreSQL store of the
 // configuration (many processes may run it at once); with --print it
@@ -54,6 +58,7 @@ const usage = `usage: ratesync check [FILE]
        ratesync state [--json] FILE LIMITER [ID...]
        ratesync reset [--json] FILE LIMITER [ID...]
        ratesync migrate [--print] [FILE]
+       ratesync serve [flags] [FILE]
 
   check     validate a configuration file and print its stores and limiters
   state     print a limiter's state for a key, without consuming anything
@@ -61,6 +66,7 @@ const usage = `usage: ratesync check [FILE]
   reset     remove a limiter's state for a key
   migrate   create or upgrade the schema of its PostgreSQL stores
             (--print: print the SQL instead of running it)
+  serve     serve the limiters to Envoy (gRPC) and over HTTP (ratesync serve --help)
 
   FILE defaults to $RATE_SYNC_CONFIG, ./rate-sync.toml, ./config/rate-sync.toml
 `
@@ -82,6 +88,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cmd, rest := args[0], args[1:]
+	if cmd == "serve" {
+		return runServe(rest, stderr)
+	}
 	flags := map[string]bool{}
 	var pos []string
 	for _, a := range rest {

@@ -75,7 +75,7 @@ rate_per_second = 100.0
 		{"redis timing margin", []string{"check", margin}, 1, nil, []string{"margin.toml:4", "timing_margin_ms", "remove the key"}},
 		{"missing file", []string{"check", filepath.Join(dir, "nope.toml")}, 1, nil, []string{"nope.toml"}},
 		{"no args", nil, 2, nil, []string{"usage"}},
-		{"unknown command", []string{"serve"}, 2, nil, []string{`unknown command "serve"`}},
+		{"unknown command", []string{"serv"}, 2, nil, []string{`unknown command "serv"`}},
 		{"unknown flag", []string{"check", "--jsn", good}, 2, nil, []string{"unknown flag --jsn"}},
 		{"state without a limiter", []string{"state", good}, 2, nil, []string{"name the file and the limiter"}},
 		{"state of an unknown limiter", []string{"state", good, "nope"}, 1, nil, []string{`limiter not found: "nope"`}},
