@@ -242,12 +242,13 @@ func TestServeRatelimitClient(t *testing.T) {
 	s := startServe(t)
 	out := runClient(t, client, "-dial_string", s.grpc, "-domain", "edge", "-descriptors", "remote_address=203.0.113.5")
 	if !strings.Contains(out, "overall_code:OK") || !strings.Contains(out, `name:"per_ip"`) {
-		t.Errorf("first request: %s", out)
+		t.Errorf("per address: %s", out)
 	}
-	for range 10 {
-		out = runClient(t, client, "-dial_string", s.grpc, "-domain", "edge", "-descriptors", "remote_address=203.0.113.5")
+	// Nested descriptors, 5 a day: the 6th is over the limit.
+	for range 6 {
+		out = runClient(t, client, "-dial_string", s.grpc, "-domain", "messaging", "-descriptors", "message_type=marketing,to_number=2061111111")
 	}
-	if !strings.Contains(out, "OVER_LIMIT") {
-		t.Errorf("the 11th request (10 per second, burst 10): %s", out)
+	if !strings.Contains(out, "overall_code:OVER_LIMIT") || !strings.Contains(out, "unit:DAY") {
+		t.Errorf("the 6th marketing message (5 a day): %s", out)
 	}
 }
