@@ -360,9 +360,19 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	out := decisionJSON{Allowed: true, Limiter: l.Name(), Key: l.Key(), FailedOpen: lease.FailedOpen(), Fallback: lease.Fallback()}
-	if !s.hold(w, r, l, lease, &out) {
+	var held decisionJSON
+	if !s.hold(w, r, l, lease, &held) {
 		return
+	}
+	out := map[string]any{"allowed": true, "limiter": l.Name(), "key": l.Key()}
+	if held.LeaseID != "" {
+		out["lease_id"], out["lease_expires_at"] = held.LeaseID, held.LeaseExpiresAt
+	}
+	if lease.FailedOpen() {
+		out["failed_open"] = true
+	}
+	if lease.Fallback() {
+		out["fallback"] = true
 	}
 	writeJSON(w, http.StatusOK, out)
 }
