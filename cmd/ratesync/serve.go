@@ -15,6 +15,7 @@ import (
 
 	"github.com/rate-sync/ratesync-go"
 	"github.com/rate-sync/ratesync-go/server"
+	"github.com/rate-sync/ratesync-go/server/dashboard"
 )
 
 const serveUsage = `usage: ratesync serve [flags] [FILE]
@@ -24,7 +25,8 @@ example on the memory store): Envoy's rate limit service over gRPC, an HTTP
 JSON API (see /openapi.json), /metrics, /healthz and /readyz.
 
 SIGINT and SIGTERM shut down gracefully, draining requests in flight; SIGHUP
-reloads FILE, keeping the state of the limiters that did not change.
+and every change of FILE reload it, keeping the state of the limiters that
+did not change. The dashboard is at / of the HTTP address.
 
 Flags (each also read from the environment variable named):
   --http ADDR         HTTP address (RATESYNC_HTTP_ADDR; default 127.0.0.1:8080)
@@ -127,7 +129,7 @@ func serveWith(ctx context.Context, file, httpAddr, grpcAddr string, legacy bool
 	if legacy {
 		opts = append(opts, server.WithLegacyHeaders())
 	}
-	dash, closeDash := dashboard(reg)
+	dash, closeDash := mountDashboard(reg)
 	defer closeDash()
 	if dash != nil {
 		opts = append(opts, server.WithDashboard(dash))
@@ -164,20 +166,32 @@ func serveWith(ctx context.Context, file, httpAddr, grpcAddr string, legacy bool
 				}
 			}
 		}()
-		watchConfig(ctx, reg, file, log)
+		defer watchConfig(ctx, reg, file, log)()
 	}
 	if hooks.ready != nil {
 		hooks.ready(hl.Addr().String(), gl.Addr().String())
 	}
-	return srv.Serve(ctx, hl, gl)
+	err = srv.Serve(ctx, hl, gl)
+	cancel() // stops the watchers before the deferred waits
+	return err
 }
 
-// dashboard is the mount point of the dashboard (package server/dashboard,
-// at / and /dashboard/): nil until that package exists.
-func dashboard(reg *ratesync.Registry) (http.Handler, func()) {
-	return nil, func() {}
+// mountDashboard returns the live dashboard (package server/dashboard), mounted at /
+// and /dashboard/.
+func mountDashboard(reg *ratesync.Registry) (http.Handler, func()) {
+	d := dashboard.New(reg)
+	return d, func() { d.Close() }
 }
 
-// watchConfig reloads file when it changes: the mount point of
-// Registry.WatchConfig, a no-op until the root package has it.
-func watchConfig(ctx context.Context, reg *ratesync.Registry, file string, log *slog.Logger) {}
+// watchConfig reloads file whenever it changes (Registry.WatchConfig), until
+// ctx is done; the returned function waits for the watcher to stop.
+func watchConfig(ctx context.Context, reg *ratesync.Registry, file string, log *slog.Logger) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := reg.WatchConfig(ctx, file); err != nil {
+			log.Error("the configuration file is not watched: reload with SIGHUP", "file", file, "error", err)
+		}
+	}()
+	return func() { <-done }
+}

@@ -182,6 +182,36 @@ func TestServeSIGHUP(t *testing.T) {
 	}
 }
 
+// TestServeWatch: a change of the file reloads it, without a signal.
+func TestServeWatch(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "rate-sync.toml")
+	os.WriteFile(file, []byte(serveConfig), 0o600)
+	s := startServe(t, file)
+	os.WriteFile(file, []byte(serveConfig+"\n[limiters.per_user]\nstore = \"main\"\nrate_per_second = 1.0\n\n[[rls.users]]\nkey = \"user\"\nlimiter = \"per_user\"\n"), 0o600)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, m := s.post(t, "/json", `{"domain":"users","descriptors":[{"entries":[{"key":"user","value":"ann"}]}]}`)
+		if st, _ := m["statuses"].([]any); len(st) == 1 && strings.Contains(fmt.Sprint(st[0]), "per_user") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new domain is not served 10 s after the file changed:\n%s", s.log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The dashboard is mounted at /.
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://" + s.http + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("GET /: %d %s, want the dashboard's page", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
 // realClient returns the path of a real client binary named by env (set by
 // .ci/run), skipping the test without it (failing under
 // RATESYNC_TEST_REQUIRE_SERVICES=1).
