@@ -93,8 +93,14 @@ type Store struct {
 	q       queries
 	channel string
 
-	migrateOnce sync.Mutex
-	migrated    atomic.Bool
+	// Auto-create: the migration runs in the background under the store's
+	// context (ready), so that a call timeout shorter than a first
+	// migration does not undo it; callers wait for it up to their own
+	// deadline.
+	migMu    sync.Mutex
+	migDone  chan struct{} // closed when the running migration ends; nil when none runs
+	migErr   error         // the last migration's error
+	migrated atomic.Bool
 
 	sweepEvery time.Duration
 	ctx        context.Context // cancelled by Close
@@ -326,7 +332,10 @@ func (s *Store) migrate(ctx context.Context) error {
 	return tx.Commit(ctx)
 }
 
-// ready runs the migrations once when auto-create is on.
+// ready runs the migrations once when auto-create is on. The migration
+// runs on a goroutine of the store, bounded by migrateTimeout and ended by
+// Close; a caller waits for it until its context ends (then the next call
+// finds it done). A migration that failed is tried again by the next call.
 func (s *Store) ready(ctx context.Context) error {
 	if s.closed.Load() {
 		return driver.Unavailable(ErrClosed)
@@ -337,13 +346,47 @@ func (s *Store) ready(ctx context.Context) error {
 	if !s.auto || s.migrated.Load() {
 		return nil
 	}
-	s.migrateOnce.Lock()
-	defer s.migrateOnce.Unlock()
-	if s.migrated.Load() {
-		return nil
+	s.migMu.Lock()
+	done := s.migDone
+	if done == nil {
+		s.bgMu.Lock()
+		if s.closed.Load() {
+			s.bgMu.Unlock()
+			s.migMu.Unlock()
+			return driver.Unavailable(ErrClosed)
+		}
+		s.wg.Add(1)
+		s.bgMu.Unlock()
+		done = make(chan struct{})
+		s.migDone = done
+		go func() {
+			defer s.wg.Done()
+			mctx, cancel := context.WithTimeout(s.ctx, migrateTimeout)
+			err := s.Migrate(mctx)
+			cancel()
+			s.migMu.Lock()
+			s.migErr, s.migDone = err, nil
+			s.migMu.Unlock()
+			close(done)
+		}()
 	}
-	return s.Migrate(ctx)
+	s.migMu.Unlock()
+	select {
+	case <-done:
+		if s.migrated.Load() {
+			return nil
+		}
+		s.migMu.Lock()
+		defer s.migMu.Unlock()
+		return s.migErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
+
+// migrateTimeout bounds an automatic migration (auto_create), which waits
+// for other processes' migrations of the same schema.
+const migrateTimeout = 30 * time.Second
 
 // bounded returns ctx, limited to the statement timeout when it has no
 // deadline of its own.

@@ -408,3 +408,53 @@ batch_size = 16
 		}
 	}
 }
+
+// TestFirstMigrationOutlivesTheCallTimeout: with auto_create, the first
+// call on a new schema starts its migration, which may take longer than
+// the call timeout (another process holds the migration lock here). The
+// migration must not be cancelled with the call that started it: it was,
+// and each call then started it again and was cut again. It goes on in
+// the background and the schema is created without another call. (The
+// store is used alone: through a registry, its release listener also
+// migrates, in the background.)
+func TestFirstMigrationOutlivesTheCallTimeout(t *testing.T) {
+	p := pool(t, nil)
+	schema := randomSchema()
+	s := storeIn(t, p, schema) // auto-create on, nothing migrated yet
+	// Another process migrating the same schema holds the lock.
+	holder, err := p.Begin(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(bg)
+	if _, err := holder.Exec(bg, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "ratesync:"+schema+"."+pgstore.DefaultTable); err != nil {
+		t.Fatal(err)
+	}
+	checks := []driver.Check{{Key: driver.Key{Name: "api"}, Policy: driver.Policy{Kind: driver.TokenBucket, Rate: 1000, Burst: 1000}, Cost: 1}}
+	results := make([]driver.Result, 1)
+	cctx, cancel := context.WithTimeout(bg, 50*time.Millisecond) // a call timeout
+	_, err = s.Decide(cctx, checks, results)
+	cancel()
+	if err == nil {
+		t.Fatal("a decision while another process holds the migration lock did not wait for it")
+	}
+	if err := holder.Rollback(bg); err != nil { // the other process is done
+		t.Fatal(err)
+	}
+	// No more calls: the migration the first call started finishes alone.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var v int
+		err := p.QueryRow(bg, "SELECT version FROM "+schema+"."+pgstore.DefaultTable+"_version").Scan(&v)
+		if err == nil && v == pgstore.SchemaVersion {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the schema was not created within 10 s of the lock's release: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the database, bounded
+	}
+	if ok, err := s.Decide(bg, checks, results); err != nil || !ok {
+		t.Fatalf("after the migration: %v %v", ok, err)
+	}
+}
