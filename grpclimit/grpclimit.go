@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/internal/ratefields"
 )
 
 // Denial describes a denied call, for an OnDenied function.
@@ -198,13 +198,11 @@ func (c *config) applies(fullMethod string) bool {
 	return false
 }
 
-// route is one limiter and the descriptions of the rules it has met: one
-// per rule in force (a reload or a key's override changes it), a few at
-// most, each described once.
+// route is one limiter and the descriptions of the rules it has met (see
+// ratefields.Cache).
 type route struct {
 	l    *ratesync.Limiter
-	name string   // policy name
-	pols sync.Map // ratesync.Rule -> *rulePolicy
+	pols *ratefields.Cache
 }
 
 func newRoute(l *ratesync.Limiter, name string) *route {
@@ -214,16 +212,7 @@ func newRoute(l *ratesync.Limiter, name string) *route {
 	if name == "" {
 		name = l.Name()
 	}
-	return &route{l: l, name: name}
-}
-
-// policy returns the description of rule r.
-func (rt *route) policy(r ratesync.Rule) *rulePolicy {
-	if v, ok := rt.pols.Load(r); ok {
-		return v.(*rulePolicy)
-	}
-	v, _ := rt.pols.LoadOrStore(r, describe(rt.name, r))
-	return v.(*rulePolicy)
+	return &route{l: l, pols: ratefields.NewCache(name)}
 }
 
 // table routes a method to its limiter: the exact method first, then its
@@ -358,15 +347,15 @@ func (t *table) stream() grpc.StreamServerInterceptor {
 
 // release frees a concurrency lease after the handler (also when it
 // panics), even when the call's context is done, and records the hold.
-func release(ctx context.Context, pol *rulePolicy, lease *ratesync.Lease, start time.Time) {
-	pol.holds.observe(time.Since(start))
+func release(ctx context.Context, pol *ratefields.Policy, lease *ratesync.Lease, start time.Time) {
+	pol.ObserveHold(time.Since(start))
 	lease.Release(context.WithoutCancel(ctx))
 }
 
 // admit decides one call. It sets the response metadata with setHeader and
 // returns the lease to release after the handler and the policy of the
 // rule that decided, or the call's error.
-func (t *table) admit(ctx context.Context, r *route, fullMethod string, setHeader func(metadata.MD)) (*ratesync.Lease, *rulePolicy, error) {
+func (t *table) admit(ctx context.Context, r *route, fullMethod string, setHeader func(metadata.MD)) (*ratesync.Lease, *ratefields.Policy, error) {
 	c := t.c
 	id, err := t.key(ctx, fullMethod)
 	if err != nil {
@@ -374,7 +363,7 @@ func (t *table) admit(ctx context.Context, r *route, fullMethod string, setHeade
 	}
 	kl := r.l.For(id)
 	rule := kl.Rule() // in force for this key: a reload or an override may have changed it
-	pol := r.policy(rule)
+	pol := r.pols.Of(rule)
 	var d ratesync.Decision
 	if c.wait {
 		d, err = acquire(ctx, kl)
@@ -389,15 +378,15 @@ func (t *table) admit(ctx context.Context, r *route, fullMethod string, setHeade
 	}
 	// A shadow rule's limit is not in force: nothing to tell the client.
 	if !d.Allowed {
-		q, retry := pol.binding(d.Concurrency), pol.retryAfter(d)
+		q, retry := pol.Binding(d.Concurrency), pol.RetryAfter(d)
 		if !rule.Shadow {
-			setHeader(pol.fields(q, d, retry))
+			setHeader(fields(pol, q, d, retry))
 		}
-		return nil, nil, c.denied(ctx, Denial{FullMethod: fullMethod, Decision: d, Policy: q.name, Limit: q.q, Concurrency: q.conc,
-			Window: time.Duration(q.w) * time.Second, RetryAfter: retry})
+		return nil, nil, c.denied(ctx, Denial{FullMethod: fullMethod, Decision: d, Policy: q.Name, Limit: q.Limit, Concurrency: q.Concurrent,
+			Window: time.Duration(q.Window) * time.Second, RetryAfter: retry})
 	}
 	if !c.noMetadata && !d.FailedOpen && !d.Shadow && !rule.Shadow {
-		setHeader(pol.fields(pol.binding(d.Concurrency), d, 0))
+		setHeader(fields(pol, pol.Binding(d.Concurrency), d, 0))
 	}
 	return d.Lease, pol, nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/internal/ratefields"
 )
 
 // Part is one part of a composite rule: a limiter and the key it limits by.
@@ -27,7 +28,7 @@ type Part struct {
 func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part, opts ...Option) (func(http.Handler) http.Handler, error) {
 	c := newConfig(opts)
 	limiters := make(map[string]string, len(parts))
-	pols := make(map[string]*rulePolicy, len(parts))
+	pols := make(map[string]*ratefields.Policy, len(parts))
 	var hdr strings.Builder
 	for _, p := range parts {
 		if p.Key == nil {
@@ -41,8 +42,8 @@ func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part,
 			return nil, fmt.Errorf("httplimit: composite part %q: %w", p.Name, err)
 		}
 		limiters[p.Name] = p.Limiter
-		pols[p.Name] = describe(p.Name, l.Rule())
-		pols[p.Name].items(&hdr)
+		pols[p.Name] = ratefields.Describe(p.Name, l.Rule())
+		pols[p.Name].WriteItems(&hdr)
 	}
 	comp, err := reg.Composite(limiters, strategy)
 	if err != nil {
@@ -72,14 +73,14 @@ func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part,
 			h := w.Header()
 			if !res.Allowed {
 				d := res.MostRestrictive
-				var violated []*quota
+				var violated []*ratefields.Quota
 				retry := d.RetryAfter
 				if pd, ok := res.Results[res.TriggeredBy]; ok && !pd.Allowed && pd.RetryAfter > 0 {
 					pol := pols[res.TriggeredBy]
-					violated, retry = []*quota{pol.binding(pd.Concurrency)}, pol.retryAfter(pd)
+					violated, retry = []*ratefields.Quota{pol.Binding(pd.Concurrency)}, pol.RetryAfter(pd)
 				} else {
 					for _, p := range parts {
-						violated = append(violated, pols[p.Name].binding(res.Results[p.Name].Concurrency))
+						violated = append(violated, pols[p.Name].Binding(res.Results[p.Name].Concurrency))
 					}
 				}
 				setComposite(h, policyHeader, parts, pols, res, retry, c.legacy)
@@ -94,8 +95,8 @@ func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part,
 				defer func() {
 					held := time.Since(start)
 					for _, pol := range pols {
-						if pol.conc != nil {
-							pol.holds.observe(held)
+						if pol.Conc != nil {
+							pol.ObserveHold(held)
 						}
 					}
 					res.Lease.Release(context.WithoutCancel(r.Context()))
@@ -108,7 +109,7 @@ func Composite(reg *ratesync.Registry, strategy ratesync.Strategy, parts []Part,
 
 // setComposite writes one RateLimit item per part; retry is the
 // advertised retry of the part that denied.
-func setComposite(h http.Header, policyHeader []string, parts []Part, pols map[string]*rulePolicy, res ratesync.CompositeResult, retry time.Duration, legacy bool) {
+func setComposite(h http.Header, policyHeader []string, parts []Part, pols map[string]*ratefields.Policy, res ratesync.CompositeResult, retry time.Duration, legacy bool) {
 	h[hdrPolicy] = policyHeader
 	var b []byte
 	for _, p := range parts {
@@ -123,16 +124,16 @@ func setComposite(h http.Header, policyHeader []string, parts []Part, pols map[s
 		if p.Name == res.TriggeredBy {
 			pr = retry
 		} else if !d.Allowed && d.RetryAfter > 0 {
-			pr = pols[p.Name].retryAfter(d)
+			pr = pols[p.Name].RetryAfter(d)
 		}
-		b = appendItem(b, pols[p.Name].binding(d.Concurrency), d, fieldTime(d, pr))
+		b = ratefields.AppendItem(b, pols[p.Name].Binding(d.Concurrency), d, ratefields.FieldTime(d, pr))
 	}
 	h[hdrRateLimit] = []string{string(b)}
 	if legacy {
 		d := res.MostRestrictive
-		q := pols[d.Limiter].binding(d.Concurrency)
-		t := fieldTime(d, retry)
-		h.Set("X-RateLimit-Limit", strconv.FormatInt(q.q, 10))
+		q := pols[d.Limiter].Binding(d.Concurrency)
+		t := ratefields.FieldTime(d, retry)
+		h.Set("X-RateLimit-Limit", strconv.FormatInt(q.Limit, 10))
 		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
 		h.Set("X-RateLimit-Reset", strconv.FormatInt(t, 10))
 	}

@@ -32,10 +32,10 @@ import (
 	"net/http"
 	"path"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/internal/ratefields"
 )
 
 // Denial describes a denied request, for an OnDenied handler.
@@ -160,7 +160,7 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 	if name == "" {
 		name = l.Name()
 	}
-	var pols policies
+	pols := ratefields.NewCache(name)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !c.applies(r.URL.Path) {
@@ -176,7 +176,8 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 			// The rule in force for the key: a reload or the key's override
 			// may have changed it since New.
 			rule := kl.Rule()
-			pol, policyHeader := pols.of(name, rule)
+			pol := pols.Of(rule)
+			policyHeader := pol.Field
 			var d ratesync.Decision
 			if c.wait {
 				d, err = acquire(r.Context(), kl)
@@ -192,49 +193,24 @@ func New(l *ratesync.Limiter, key KeyFunc, opts ...Option) func(http.Handler) ht
 				policyHeader = nil
 			}
 			if !d.Allowed {
-				q, retry := pol.binding(d.Concurrency), pol.retryAfter(d)
+				q, retry := pol.Binding(d.Concurrency), pol.RetryAfter(d)
 				writeFields(h, policyHeader, q, d, retry, c.legacy)
-				deny(w, r, c, d, retry, []*quota{q})
+				deny(w, r, c, d, retry, []*ratefields.Quota{q})
 				return
 			}
 			if !c.noHeaders && !d.FailedOpen && policyHeader != nil {
-				writeFields(h, policyHeader, pol.binding(d.Concurrency), d, 0, c.legacy)
+				writeFields(h, policyHeader, pol.Binding(d.Concurrency), d, 0, c.legacy)
 			}
 			if d.Lease.Held() {
 				start := time.Now()
 				defer func() {
-					pol.holds.observe(time.Since(start))
+					pol.ObserveHold(time.Since(start))
 					d.Lease.Release(context.WithoutCancel(r.Context()))
 				}()
 			}
 			next.ServeHTTP(w, r)
 		})
 	}
-}
-
-// policies holds the policy descriptions of the rules a middleware has
-// met: one per rule in force (a reload or an override changes it), a few
-// at most, each described once.
-type policies struct {
-	m sync.Map // ratesync.Rule -> *described
-}
-
-type described struct {
-	pol    *rulePolicy
-	header []string
-}
-
-func (p *policies) of(name string, r ratesync.Rule) (*rulePolicy, []string) {
-	if v, ok := p.m.Load(r); ok {
-		d := v.(*described)
-		return d.pol, d.header
-	}
-	pol := describe(name, r)
-	var hb strings.Builder
-	pol.items(&hb)
-	v, _ := p.m.LoadOrStore(r, &described{pol: pol, header: []string{hb.String()}})
-	d := v.(*described)
-	return d.pol, d.header
 }
 
 // acquire waits for l like Limiter.Acquire, counted as one request (an
@@ -273,25 +249,14 @@ func hasDeadline(ctx context.Context) bool {
 }
 
 // deny sets Retry-After and answers with the denied handler.
-func deny(w http.ResponseWriter, r *http.Request, c *config, d ratesync.Decision, retry time.Duration, violated []*quota) {
-	secs := retrySeconds(retry)
+func deny(w http.ResponseWriter, r *http.Request, c *config, d ratesync.Decision, retry time.Duration, violated []*ratefields.Quota) {
+	secs := ratefields.RetrySeconds(retry)
 	h := w.Header()
 	h.Set("Retry-After", itoa(secs))
 	h.Set("Cache-Control", "no-store")
 	names := make([]string, len(violated))
 	for i, q := range violated {
-		names[i] = q.name
+		names[i] = q.Name
 	}
-	c.denied(w, r, Denial{Decision: d, Policies: names, Limit: violated[0].q, RetryAfter: secs})
-}
-
-// retrySeconds rounds a retry-after up to whole seconds, at least 1 and at
-// most a day (a check that can never pass reports the longest duration).
-func retrySeconds(d time.Duration) int64 {
-	const day = 86400
-	if d <= 0 {
-		return 1
-	}
-	s := int64((d + time.Second - 1) / time.Second)
-	return min(max(s, 1), day)
+	c.denied(w, r, Denial{Decision: d, Policies: names, Limit: violated[0].Limit, RetryAfter: secs})
 }
