@@ -207,15 +207,21 @@ func RetrySeconds(d time.Duration) int64 {
 	if d <= 0 {
 		return 1
 	}
-	s := int64((d + time.Second - 1) / time.Second)
-	return min(max(s, 1), day)
+	return min(ceilSeconds(d), day)
 }
 
+// ceilSeconds rounds d up to whole seconds, at most a year (366 days);
+// compared before it is rounded, so that a duration near the largest
+// (a check that can never pass) does not overflow.
 func ceilSeconds(d time.Duration) int64 {
-	if d <= 0 {
+	const year = 86400 * 366
+	switch {
+	case d <= 0:
 		return 0
+	case d > year*time.Second:
+		return year
 	}
-	return min(int64((d+time.Second-1)/time.Second), 86400*366)
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 // Cache holds the descriptions of the rules a middleware has met under one

@@ -2,6 +2,7 @@ package ratefields
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -89,6 +90,8 @@ func TestItem(t *testing.T) {
 		{"denied: the advertised retry", ratesync.Decision{RetryAfter: 100 * time.Millisecond, ResetAfter: time.Minute}, 2100 * time.Millisecond, `"api";r=0;t=3`},
 		{"denied with no retry: the reset", ratesync.Decision{ResetAfter: 4 * time.Second}, 0, `"api";r=0;t=4`},
 		{"reset beyond a year", ratesync.Decision{Allowed: true, ResetAfter: 1000 * 24 * time.Hour}, 0, `"api";r=0;t=31622400`},
+		{"reset of a check that can never pass", ratesync.Decision{Allowed: true, ResetAfter: math.MaxInt64}, 0, `"api";r=0;t=31622400`},
+		{"retry of a check that can never pass", ratesync.Decision{RetryAfter: math.MaxInt64}, math.MaxInt64, `"api";r=0;t=86400`},
 		{"retry beyond a day", ratesync.Decision{RetryAfter: 48 * time.Hour}, 48 * time.Hour, `"api";r=0;t=86400`},
 	}
 	for _, tt := range tests {
@@ -127,6 +130,7 @@ func TestRetrySeconds(t *testing.T) {
 		{90 * time.Second, 90},
 		{24 * time.Hour, 86400},
 		{24*time.Hour + 1, 86400},
+		{math.MaxInt64, 86400}, // a check that can never pass: no overflow to 1
 	}
 	for _, tt := range tests {
 		if got := RetrySeconds(tt.d); got != tt.want {
