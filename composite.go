@@ -87,10 +87,13 @@ func (r *Registry) Composite(limiters map[string]string, strategy Strategy) (*Co
 
 // Check decides the composite for ids, a map from part name to
 // identifier; it must have exactly the composite's parts. It makes one
-// attempt and does not wait. When the store cannot decide, the strictest
+// attempt and does not wait. WithCost takes that many units from every
+// part (it must not exceed any part's burst or limit); WithTimeout does
+// not apply. When the store cannot decide, the strictest
 // failure policy of the parts answers (deny, then local, then allow); local
 // decides every part in process.
-func (c *Composite) Check(ctx context.Context, ids map[string]string) (CompositeResult, error) {
+func (c *Composite) Check(ctx context.Context, ids map[string]string, opts ...CallOption) (CompositeResult, error) {
+	cost := applyOpts(callOpts{cost: 1}, opts).cost
 	if len(ids) != len(c.parts) {
 		return CompositeResult{}, fmt.Errorf("ratesync: composite: identifiers for %v, want exactly %v", slices.Sorted(maps.Keys(ids)), c.parts)
 	}
@@ -107,18 +110,21 @@ func (c *Composite) Check(ctx context.Context, ids map[string]string) (Composite
 		if err != nil {
 			return CompositeResult{}, fmt.Errorf("ratesync: composite part %q: %w", part, err)
 		}
+		if err := l.checkCost(cost); err != nil {
+			return CompositeResult{}, fmt.Errorf("ratesync: composite part %q: %w", part, err)
+		}
 		lims[i] = l
 	}
 	if c.strategy == AnyMustPass {
-		return c.any(ctx, lims)
+		return c.any(ctx, lims, cost)
 	}
-	return c.all(ctx, lims)
+	return c.all(ctx, lims, cost)
 }
 
-func (c *Composite) any(ctx context.Context, lims []*Limiter) (CompositeResult, error) {
+func (c *Composite) any(ctx context.Context, lims []*Limiter, cost int) (CompositeResult, error) {
 	res := CompositeResult{Results: map[string]Decision{}, TriggeredBy: "all"}
 	for i, l := range lims {
-		d, err := l.Try(ctx)
+		d, err := l.Try(ctx, WithCost(cost))
 		if err != nil {
 			return res, err
 		}
@@ -135,8 +141,8 @@ func (c *Composite) any(ctx context.Context, lims []*Limiter) (CompositeResult, 
 	return res, nil
 }
 
-func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, error) {
-	res, denied, err := c.allOnce(ctx, lims, c.parts)
+func (c *Composite) all(ctx context.Context, lims []*Limiter, cost int) (CompositeResult, error) {
+	res, denied, err := c.allOnce(ctx, lims, c.parts, cost)
 	if err != nil || res.Allowed {
 		return res, err
 	}
@@ -175,7 +181,7 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 	}
 	out := CompositeResult{Allowed: true, Results: shadow, Lease: noLease}
 	if len(enforced) > 0 {
-		er, _, err := c.allOnce(ctx, enforced, names)
+		er, _, err := c.allOnce(ctx, enforced, names, cost)
 		if er.Results == nil {
 			er.Results = map[string]Decision{}
 		}
@@ -192,7 +198,7 @@ func (c *Composite) all(ctx context.Context, lims []*Limiter) (CompositeResult, 
 
 // allOnce decides lims, the parts names, in one store call; it reports
 // which parts denied.
-func (c *Composite) allOnce(ctx context.Context, lims []*Limiter, names []string) (CompositeResult, []bool, error) {
+func (c *Composite) allOnce(ctx context.Context, lims []*Limiter, names []string, cost int) (CompositeResult, []bool, error) {
 	parts := make([]part, len(lims))
 	for i, l := range lims {
 		parts[i] = part{l.r, l.skey()}
@@ -205,7 +211,7 @@ func (c *Composite) allOnce(ctx context.Context, lims []*Limiter, names []string
 			return CompositeResult{}, nil, err
 		}
 	}
-	dec, err := c.reg.decideParts(ctx, lims[0].r.handle(), parts, 1)
+	dec, err := c.reg.decideParts(ctx, lims[0].r.handle(), parts, cost)
 	if err != nil {
 		err = fmt.Errorf("ratesync: composite %v: %w", c.parts, err)
 		for i, l := range lims {

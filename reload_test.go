@@ -511,3 +511,58 @@ func TestOverrideErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestCompositeWithCost(t *testing.T) {
+	reg := ratesync.NewRegistry()
+	defer reg.Close()
+	if err := reg.ApplyConfig(mustParse(t, `
+[stores.main]
+engine = "memory"
+[limiters.a]
+store = "main"
+limit = 5
+window_seconds = 60
+[limiters.b]
+store = "main"
+limit = 8
+window_seconds = 60
+`)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, _ := reg.Composite(map[string]string{"pa": "a", "pb": "b"}, ratesync.AllMustPass)
+	ids := map[string]string{"pa": "x", "pb": "x"}
+	steps := []struct {
+		cost    int
+		allowed bool
+		leftA   int
+	}{{3, true, 2}, {3, false, 2}, {2, true, 0}}
+	for i, s := range steps {
+		res, err := c.Check(ctx, ids, ratesync.WithCost(s.cost))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Allowed != s.allowed || res.Results["pa"].Remaining != s.leftA {
+			t.Fatalf("step %d (cost %d): allowed %v, a has %d left; want %v and %d", i, s.cost, res.Allowed, res.Results["pa"].Remaining, s.allowed, s.leftA)
+		}
+	}
+	// b took 5 of 8: the denied cost-3 check consumed nothing of it.
+	if st, _ := reg.State(ctx, "b"); st.Remaining != 8 {
+		t.Fatalf("b's own key should be untouched, has %d left", st.Remaining)
+	}
+	lb, _ := reg.For("b", "x")
+	if st, _ := lb.State(ctx); st.Remaining != 3 {
+		t.Fatalf("b:x has %d left, want 3", st.Remaining)
+	}
+	if _, err := c.Check(ctx, ids, ratesync.WithCost(6)); !errors.Is(err, ratesync.ErrCostTooHigh) {
+		t.Fatalf("cost 6 above a's limit 5: %v, want ErrCostTooHigh", err)
+	}
+	if _, err := c.Check(ctx, ids, ratesync.WithCost(0)); err == nil {
+		t.Fatal("cost 0 accepted")
+	}
+	any, _ := reg.Composite(map[string]string{"pa": "a", "pb": "b"}, ratesync.AnyMustPass)
+	res, err := any.Check(ctx, ids, ratesync.WithCost(3))
+	if err != nil || !res.Allowed || res.Results["pb"].Remaining != 0 {
+		t.Fatalf("AnyMustPass cost 3: %+v %v, want b to admit and have 0 left", res, err)
+	}
+}

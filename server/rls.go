@@ -153,9 +153,9 @@ func (s *Server) decide(ctx context.Context, parts []*rlsPart) error {
 	names := make(map[string]string, len(parts))
 	ids := make(map[string]string, len(parts))
 	for i, p := range parts {
-		if p.cost != 1 {
-			// Composite.Check decides one unit per part.
-			return status.Errorf(codes.InvalidArgument, "hits_addend %d on a request that matches %d limiters: only 1 is supported when several limiters decide together", p.cost, len(parts))
+		if p.cost != parts[0].cost {
+			// Composite.Check takes the same cost from every part.
+			return status.Errorf(codes.InvalidArgument, "hits_addend: the %d limiters this request matches would take different costs (%d and %d); several limiters decide together only with one cost", len(parts), parts[0].cost, p.cost)
 		}
 		name := strconv.Itoa(i)
 		names[name], ids[name] = p.limiter, p.id
@@ -164,7 +164,14 @@ func (s *Server) decide(ctx context.Context, parts []*rlsPart) error {
 	if err != nil {
 		return rpcError(ctx, err)
 	}
-	res, err := c.Check(ctx, ids)
+	res, err := c.Check(ctx, ids, ratesync.WithCost(int(min(parts[0].cost, math.MaxInt32))))
+	if errors.Is(err, ratesync.ErrCostTooHigh) {
+		// More than one of the limiters can ever grant: over the limit, for good.
+		for _, p := range parts {
+			p.d, p.over = ratesync.Decision{Limiter: p.limiter}, true
+		}
+		return nil
+	}
 	if err != nil {
 		return rpcError(ctx, err)
 	}

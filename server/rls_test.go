@@ -201,6 +201,39 @@ func TestRLSAllOrNothing(t *testing.T) {
 	}
 }
 
+// hits_addend on a request that matches several limiters takes that cost
+// from each, all or nothing.
+func TestRLSCostAcrossLimiters(t *testing.T) {
+	e := start(t, rlsConfig)
+	ctx := context.Background()
+	ip, key := desc("remote_address", "10.2.2.2"), desc("api_key", "k2")
+	// per_key holds 1 unit: a cost of 2 can never pass, and takes nothing.
+	r, err := e.rls.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: "edge", HitsAddend: 2, Descriptors: []*ratelimitv3.RateLimitDescriptor{ip, key}})
+	if err != nil || r.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("cost 2 with per_key's capacity 1: %v %v, want OVER_LIMIT", r, err)
+	}
+	ip2 := desc("remote_address", "10.2.2.3")
+	start := time.Now()
+	r, err = e.rls.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: "edge", HitsAddend: 2, Descriptors: []*ratelimitv3.RateLimitDescriptor{ip, ip2}})
+	if err != nil || r.GetOverallCode() != rlsv3.RateLimitResponse_OK {
+		t.Fatalf("cost 2 on two addresses: %v %v, want OK", r, err)
+	}
+	for _, a := range []string{"10.2.2.2", "10.2.2.3"} {
+		l, _ := e.reg.For("per_ip", a)
+		// 3 - 2, plus what refilled at 1/s since.
+		if st, _ := l.State(ctx); st.Remaining < 1 || st.Remaining > 1+int(time.Since(start).Seconds()) {
+			t.Errorf("per_ip %s has %d left, want 1 (3 - 2)", a, st.Remaining)
+		}
+	}
+	// Different costs for two limiters cannot be decided together.
+	d1, d2 := desc("remote_address", "10.2.2.4"), desc("remote_address", "10.2.2.5")
+	d1.HitsAddend = wrapperspb.UInt64(1)
+	d2.HitsAddend = wrapperspb.UInt64(2)
+	if _, err := e.rls.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: "edge", Descriptors: []*ratelimitv3.RateLimitDescriptor{d1, d2}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("two costs: %v, want InvalidArgument", err)
+	}
+}
+
 func TestRLSHostileInput(t *testing.T) {
 	e := start(t, rlsConfig)
 	many := make([]*ratelimitv3.RateLimitDescriptor, server.DefaultLimits.MaxDescriptors+1)
