@@ -93,7 +93,10 @@ func (r *Registry) Composite(limiters map[string]string, strategy Strategy) (*Co
 // failure policy of the parts answers (deny, then local, then allow); local
 // decides every part in process.
 func (c *Composite) Check(ctx context.Context, ids map[string]string, opts ...CallOption) (CompositeResult, error) {
-	cost := applyOpts(callOpts{cost: 1}, opts).cost
+	cost := 1
+	if len(opts) > 0 { // apart, so that calls without options allocate nothing for them
+		cost = applyOpts(callOpts{cost: 1}, opts).cost
+	}
 	if len(ids) != len(c.parts) {
 		return CompositeResult{}, fmt.Errorf("ratesync: composite: identifiers for %v, want exactly %v", slices.Sorted(maps.Keys(ids)), c.parts)
 	}
