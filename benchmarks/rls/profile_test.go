@@ -74,7 +74,10 @@ func TestProfileRatesync(t *testing.T) {
 	}
 	served := make(chan error, 1)
 	if n := envInt("RATESYNC_BENCH_RLS_STREAM_WORKERS", 0); n > 0 {
-		gs := grpc.NewServer(append(srv.GRPCOptions(), grpc.NumStreamWorkers(uint32(n)))...)
+		var gs *grpc.Server
+		pprof.Do(ctx, labels, func(context.Context) { // its workers start here
+			gs = grpc.NewServer(append(srv.GRPCOptions(), grpc.NumStreamWorkers(uint32(n)))...)
+		})
 		srv.RegisterGRPC(gs)
 		go pprof.Do(ctx, labels, func(context.Context) { served <- gs.Serve(ln) })
 		defer func() {
