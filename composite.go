@@ -126,6 +126,7 @@ func (c *Composite) Check(ctx context.Context, ids map[string]string, opts ...Ca
 
 func (c *Composite) any(ctx context.Context, lims []*Limiter, cost int) (CompositeResult, error) {
 	res := CompositeResult{Results: map[string]Decision{}, TriggeredBy: "all"}
+	shadowOnly := true
 	for i, l := range lims {
 		d, err := l.Try(ctx, WithCost(cost))
 		if err != nil {
@@ -133,13 +134,18 @@ func (c *Composite) any(ctx context.Context, lims []*Limiter, cost int) (Composi
 		}
 		d.Limiter = c.parts[i]
 		res.Results[c.parts[i]] = d
-		if d.Allowed {
+		if d.Allowed && !d.Shadow { // a shadow part's would-be denial admits nothing
 			res.Allowed, res.MostRestrictive, res.TriggeredBy, res.Lease = true, d, "", d.Lease
 			return res, nil
 		}
 		if i == 0 || d.RetryAfter < res.MostRestrictive.RetryAfter {
 			res.MostRestrictive = d // the part that frees first
 		}
+		shadowOnly = shadowOnly && l.r.rule.Shadow
+	}
+	if shadowOnly { // only shadow parts: measured, never denied
+		res.Allowed, res.TriggeredBy, res.Lease = true, "", noLease
+		res.MostRestrictive.Allowed, res.MostRestrictive.Shadow = true, true
 	}
 	return res, nil
 }

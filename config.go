@@ -458,6 +458,27 @@ func parseOverrides(f field, base Rule, failClosed *field, lines *lineIndex, tab
 			return nil, &ConfigError{File: f.file, Table: ot, Line: oline, Msg: "empty: give the limiter keys this identifier changes, or remove it"}
 		}
 		r, fc := base, failClosed
+		// An override that gives one algorithm's keys (or names it) drops
+		// the other's, and one that gives fail_closed drops the limiter's
+		// on_store_error: it cannot unset the limiter's keys otherwise.
+		alg, _ := keys["algorithm"].(string)
+		_, rateKeys := keys["rate_per_second"]
+		_, burstKey := keys["burst"]
+		_, limitKey := keys["limit"]
+		_, windowKey := keys["window_seconds"]
+		rateKeys = rateKeys || burstKey || alg == "token_bucket"
+		windowKeys := limitKey || windowKey || alg == "sliding_window"
+		switch {
+		case windowKeys && !rateKeys:
+			r.RatePerSecond, r.Burst, r.Algorithm = 0, 0, 0
+		case rateKeys && !windowKeys:
+			r.Limit, r.Window, r.Algorithm = 0, 0, 0
+		}
+		if _, ok := keys["fail_closed"]; ok {
+			if _, own := keys["on_store_error"]; !own {
+				r.OnStoreError = ""
+			}
+		}
 		for _, k := range slices.Sorted(maps.Keys(keys)) {
 			kf := field{file: f.file, table: ot, key: k, line: oline, v: keys[k]}
 			switch k {
@@ -637,6 +658,10 @@ func (r *Registry) Reload(cfg *Config) error {
 }
 
 func (r *Registry) apply(cfg *Config, reload bool) error {
+	// One at a time: the stores kept below must still be the registry's
+	// when the swap happens, and the last configuration applied wins.
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
 	// Stores whose configuration is unchanged stay; the others open now,
 	// outside the lock (opening does no I/O, but engines may be slow).
 	r.mu.RLock()
@@ -662,6 +687,7 @@ func (r *Registry) apply(cfg *Config, reload bool) error {
 		if err != nil {
 			return fail(err)
 		}
+		h.cfg = sc // a configuration's: a later Reload may drop it
 		opened[sc.Name] = h
 	}
 	r.mu.Lock()
@@ -747,8 +773,7 @@ func (r *Registry) apply(cfg *Config, reload bool) error {
 		}
 		for name, rs := range r.rules {
 			if rs.fromConfig && !inCfg[name] {
-				rs.succ.Store(removedRule)
-				delete(r.rules, name)
+				r.removeRule(rs)
 			}
 		}
 		used := map[string]bool{}
@@ -773,7 +798,7 @@ func (r *Registry) apply(cfg *Config, reload bool) error {
 		r.replace(o, opens[i])
 	}
 	for _, h := range removed {
-		h.retire(DefaultLeaseTTL)
+		h.retire(max(DefaultLeaseTTL, time.Duration(h.maxTTL.Load())))
 	}
 	return nil
 }

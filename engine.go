@@ -71,6 +71,8 @@ func openMemory(cfg *StoreConfig) (driver.Store, error) {
 }
 
 func (r *Registry) openStore(cfg *StoreConfig) (*storeHandle, error) {
+	c := *cfg // the engine marks the keys it reads: a Config may be applied by several registries at once
+	cfg = &c
 	if cfg.Engine == "" {
 		return nil, cfg.Errorf("engine", "required: one of %s", strings.Join(Engines(), ", "))
 	}
@@ -116,7 +118,6 @@ func (r *Registry) openStore(cfg *StoreConfig) (*storeHandle, error) {
 	h := r.newHandle(cfg.Name, cfg.Engine, s, true)
 	h.options = cfg.redacted()
 	h.apply(o)
-	h.cfg = cfg
 	return h, nil
 }
 

@@ -208,6 +208,7 @@ func (l *Lease) Extend(ctx context.Context, ttl time.Duration) error {
 		if !o.ok {
 			return fmt.Errorf("limiter %q: %w", r.rs.name, ErrLeaseLost)
 		}
+		r.h.noteTTL(d)
 	}
 	return nil
 }

@@ -358,7 +358,9 @@ func (reg *Registry) decideParts(ctx context.Context, h *storeHandle, parts []pa
 	policy := Allow
 	for _, p := range parts {
 		p.rs.m.errors.Add(1)
-		if p.rs.rule.OnStoreError.strictness() > policy.strictness() {
+		// A shadow rule never denies, an outage included: its failure
+		// policy does not count.
+		if !p.rs.rule.Shadow && p.rs.rule.OnStoreError.strictness() > policy.strictness() {
 			policy = p.rs.rule.OnStoreError
 		}
 	}
@@ -411,6 +413,7 @@ func countLeases(h *storeHandle, o *storeOp) {
 	for i := range o.results {
 		if o.results[i].Lease != "" {
 			h.leases.Add(1)
+			h.noteTTL(o.checks[i].Policy.LeaseTTL)
 		}
 	}
 }
@@ -587,6 +590,7 @@ func (l *Limiter) try(ctx context.Context, opts []CallOption) (Decision, error) 
 // When the store cannot decide, the rule's failure policy answers: the
 // lease then reports FailedOpen (Allow) or Fallback (Local).
 func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, error) {
+	orig := l
 	cur, err := l.current()
 	if err != nil {
 		return nil, err
@@ -636,8 +640,9 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 		}
 	}()
 	// Waiters of this process are served in arrival order: when others
-	// already wait for this key's slots, join the queue behind them first.
-	if q := &rs.reg.queues; rs.hasConc && q.busy(rs.handle(), key) {
+	// already wait for this key's slots, join the queue behind them first
+	// (a shadow rule makes no one wait).
+	if q := &rs.reg.queues; rs.hasConc && !rs.rule.Shadow && q.busy(rs.handle(), key) {
 		w = q.join(rs.handle(), key)
 		wait()
 		if !q.first(w) {
@@ -647,6 +652,21 @@ func (l *Limiter) Acquire(ctx context.Context, opts ...CallOption) (*Lease, erro
 		}
 	}
 	for {
+		// A reload may have replaced or removed the rule while this call
+		// waited: decide by the rule in force, in its queue.
+		if orig.r.succ.Load() != nil {
+			cur, err := orig.current()
+			if err != nil {
+				return nil, err
+			}
+			if cur.r != rs {
+				if w != nil {
+					rs.reg.queues.leave(w)
+					w = nil
+				}
+				l, rs = cur, cur.r
+			}
+		}
 		a, err := l.decide(ctx, key, o.cost)
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
@@ -826,7 +846,13 @@ func (l *Limiter) State(ctx context.Context) (State, error) {
 	for i := range n {
 		o.checks[i] = driver.Check{Key: key, Policy: rs.policies[i], Cost: 1}
 	}
-	if err := rs.handle().call(ctx, &o.storeOp); err != nil {
+	h := rs.handle().enter() // counted: a reload does not close the store under the call
+	if h == nil {
+		return State{}, ErrClosed
+	}
+	err = h.call(ctx, &o.storeOp)
+	h.exit()
+	if err != nil {
 		return State{}, fmt.Errorf("ratesync: limiter %q: state: %w", rs.name, err)
 	}
 	dec := decision{op: o}
@@ -858,7 +884,11 @@ func (l *Limiter) Reset(ctx context.Context) error {
 	}
 	l = cur
 	o := &storeOp{kind: opReset, key: l.skey()}
-	h := l.r.handle()
+	h := l.r.handle().enter()
+	if h == nil {
+		return ErrClosed
+	}
+	defer h.exit()
 	if err := h.call(ctx, o); err != nil {
 		return fmt.Errorf("ratesync: limiter %q: reset: %w", l.r.name, err)
 	}

@@ -47,6 +47,7 @@ type storeHandle struct {
 	// retire). closedMark in inflight says it was: decisions go to next,
 	// the store that replaced it.
 	leases    atomic.Int64
+	maxTTL    atomic.Int64 // the longest TTL of a lease it granted or extended, ns: how long a retired store stays open
 	inflight  atomic.Int64
 	next      atomic.Pointer[storeHandle]
 	retired   atomic.Bool
@@ -472,4 +473,14 @@ func (h *storeHandle) worker(t *task) {
 
 func callTimeoutError(d time.Duration) error {
 	return driver.Unavailable(fmt.Errorf("%w after %v", ErrCallTimeout, d))
+}
+
+// noteTTL records that the store holds a lease that lives ttl.
+func (h *storeHandle) noteTTL(ttl time.Duration) {
+	for {
+		old := h.maxTTL.Load()
+		if int64(ttl) <= old || h.maxTTL.CompareAndSwap(old, int64(ttl)) {
+			return
+		}
+	}
 }

@@ -36,6 +36,7 @@ type Registry struct {
 	closed   atomic.Bool
 	done     chan struct{}         // closed by Close: ends the waits of Acquire
 	retiring map[*storeHandle]bool // replaced stores waiting for their leases
+	applyMu  sync.Mutex            // one ApplyConfig or Reload at a time
 	reloads  reloadStats
 
 	fbOnce sync.Once
@@ -251,7 +252,7 @@ func (r *Registry) putStore(h *storeHandle) error {
 // limiters obtained before a reload too) move to h at their next decision.
 func (r *Registry) replace(old, h *storeHandle) {
 	old.next.Store(h)
-	ttl := DefaultLeaseTTL
+	ttl := max(DefaultLeaseTTL, time.Duration(old.maxTTL.Load()))
 	r.mu.RLock()
 	for _, rs := range r.rules {
 		if rs.rule.Store == h.name {
@@ -409,10 +410,20 @@ func (r *Registry) ConfigureLimiter(name string, rule Rule) error {
 // hands on its counters and makes limiters obtained before follow rs.
 // r.mu is held.
 func (r *Registry) putRule(rs *ruleState) {
-	if old := r.rules[rs.name]; old != nil {
-		old.succ.Store(rs)
-	}
+	old := r.rules[rs.name]
 	r.rules[rs.name] = rs
+	if old != nil {
+		old.succ.Store(rs)
+		r.queues.notifyRule(rs.key.Name) // its waiters decide by rs now
+	}
+}
+
+// removeRule removes the rule name: limiters obtained before answer
+// ErrLimiterNotFound, its waiters included. r.mu is held.
+func (r *Registry) removeRule(rs *ruleState) {
+	delete(r.rules, rs.name)
+	rs.succ.Store(removedRule)
+	r.queues.notifyRule(rs.key.Name)
 }
 
 func listNames[V any](m map[string]V) string {
@@ -561,6 +572,10 @@ func (r *Registry) ResetStore(ctx context.Context, name string) error {
 	if h == nil {
 		return notFound(ErrStoreNotFound, name)
 	}
+	if h = h.enter(); h == nil {
+		return ErrClosed
+	}
+	defer h.exit()
 	if err := h.call(ctx, &storeOp{kind: opResetAll}); err != nil {
 		return err
 	}

@@ -153,6 +153,22 @@ func (q *waitQueues) notifyStore(h *storeHandle) {
 	q.mu.Unlock()
 }
 
+// notifyRule wakes the first waiter of every key of the rule whose
+// escaped name is name: a reload replaced or removed the rule, and its
+// waiters must decide by the rule in force.
+func (q *waitQueues) notifyRule(name string) {
+	if q.waiting.Load() == 0 {
+		return
+	}
+	q.mu.Lock()
+	for k, ws := range q.m {
+		if k.key.Name == name {
+			q.signalLocked(ws)
+		}
+	}
+	q.mu.Unlock()
+}
+
 // notify wakes the first waiter on (h, key), unless a signal is pending.
 func (q *waitQueues) notify(h *storeHandle, key driver.Key) {
 	if q.waiting.Load() == 0 {

@@ -25,7 +25,9 @@ const watchSettle = 50 * time.Millisecond
 // force stays until a valid file replaces it.
 //
 // The file's directory is watched, so that editors that replace the file
-// and Kubernetes ConfigMap volumes (which swap a symlink) are followed.
+// and Kubernetes ConfigMap volumes (which swap a symlink) are followed; so
+// is the directory of the file a symlink points to. A directory removed
+// and made again is watched again.
 func (r *Registry) WatchConfig(ctx context.Context, path string) error {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -36,10 +38,25 @@ func (r *Registry) WatchConfig(ctx context.Context, path string) error {
 		return fmt.Errorf("ratesync: watch config: %w", err)
 	}
 	defer w.Close()
-	dir, base := filepath.Split(abs)
+	dir, base := filepath.Dir(abs), filepath.Base(abs)
 	if err := w.Add(dir); err != nil {
 		return fmt.Errorf("ratesync: watch config %s: %w", path, err)
 	}
+	watched := map[string]bool{dir: true}
+	// When the file is a symlink to a file elsewhere, that file's
+	// directory is watched too, and found again after every change.
+	target := ""
+	follow := func() {
+		t, err := filepath.EvalSymlinks(abs)
+		if err != nil || t == abs {
+			return
+		}
+		target = t
+		if d := filepath.Dir(t); !watched[d] && w.Add(d) == nil {
+			watched[d] = true
+		}
+	}
+	follow()
 	// Load after the watch starts: a change in between is not missed.
 	last, err := r.reloadFile(path, nil)
 	if err != nil {
@@ -48,6 +65,7 @@ func (r *Registry) WatchConfig(ctx context.Context, path string) error {
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()
+	var rewatch <-chan time.Time // while the file's directory is gone
 	for {
 		select {
 		case <-ctx.Done():
@@ -58,8 +76,16 @@ func (r *Registry) WatchConfig(ctx context.Context, path string) error {
 			if !ok {
 				return nil
 			}
+			if watched[ev.Name] && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				delete(watched, ev.Name) // the watch went with the directory
+				if ev.Name == dir {
+					r.logger().Warn("ratesync: the configuration's directory was removed; watching for it to come back", "file", path)
+					rewatch = time.After(rewatchEvery)
+				}
+				continue
+			}
 			name := filepath.Base(ev.Name)
-			if name == base || strings.HasPrefix(name, "..") { // ..data: a ConfigMap's swap
+			if name == base || ev.Name == target || strings.HasPrefix(name, "..") { // ..data: a ConfigMap's swap
 				settle.Reset(watchSettle)
 			}
 		case err, ok := <-w.Errors:
@@ -68,13 +94,25 @@ func (r *Registry) WatchConfig(ctx context.Context, path string) error {
 			}
 			r.logger().Warn("ratesync: watching the configuration", "file", path, "error", err)
 			settle.Reset(watchSettle) // events may have been lost: look at the file
+		case <-rewatch:
+			if w.Add(dir) != nil {
+				rewatch = time.After(rewatchEvery)
+				continue
+			}
+			rewatch, watched[dir] = nil, true
+			settle.Reset(watchSettle) // the file may be back, changed
 		case <-settle.C:
+			follow()
 			if data, err := r.reloadFile(path, last); data != nil || err != nil {
 				last = data
 			}
 		}
 	}
 }
+
+// rewatchEvery is how often WatchConfig looks for the configuration's
+// directory after it was removed.
+const rewatchEvery = 500 * time.Millisecond
 
 // reloadFile reloads the file at path unless its content is last. It
 // returns the content it read (nil when unchanged) and the reload's error.
