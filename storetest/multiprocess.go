@@ -57,7 +57,7 @@ var hammerRules = map[string]ratesync.Rule{
 	"bucket": {RatePerSecond: 200, Burst: 10},
 	// The window outlasts the run, so exactly Limit may pass.
 	"window":      {Algorithm: ratesync.SlidingWindow, Limit: 300, Window: time.Minute},
-	"concurrency": {MaxConcurrent: 5, Timeout: 100 * time.Millisecond, LeaseTTL: 10 * time.Second},
+	"concurrency": {MaxConcurrent: 5, Timeout: time.Second, LeaseTTL: 10 * time.Second},
 }
 
 // MultiProcess runs 4 OS processes of 32 goroutines each for 2 s on one key

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rate-sync/ratesync-go"
@@ -57,7 +58,21 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, w io.Writer, dir string) error {
+// lockedWriter serializes the writes of the program and of the
+// registry's logger, which logs from WatchConfig's goroutine.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func run(ctx context.Context, out io.Writer, dir string) error {
+	w := &lockedWriter{w: out}
 	path := filepath.Join(dir, "rate-sync.toml")
 	write := func(text string) error {
 		tmp := path + ".tmp" // written whole, then renamed into place, as editors do
