@@ -247,10 +247,21 @@ func (s *Server) RegisterGRPC(g *grpc.Server) {
 }
 
 // GRPCOptions returns the options Serve creates its gRPC server with: the
-// largest message it accepts (4 times Limits.MaxBodyBytes).
+// largest message it accepts (4 times Limits.MaxBodyBytes), and 256 stream
+// workers.
 func (s *Server) GRPCOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(int(4 * s.limits.MaxBodyBytes))}
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(int(4 * s.limits.MaxBodyBytes)),
+		// Long-lived workers serve the streams: a goroutine per stream
+		// grew its stack on every decision (a quarter of the server's CPU
+		// at 256 streams; see benchmarks/README.md).
+		grpc.NumStreamWorkers(streamWorkers),
+	}
 }
+
+// streamWorkers is the number of goroutines that serve gRPC streams; more
+// streams at once start goroutines of their own.
+const streamWorkers = 256
 
 // Serve serves HTTP on httpLn and gRPC on grpcLn (either may be nil) until
 // ctx is done, then shuts down gracefully: health checks answer
