@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -564,5 +566,61 @@ window_seconds = 60
 	res, err := any.Check(ctx, ids, ratesync.WithCost(3))
 	if err != nil || !res.Allowed || res.Results["pb"].Remaining != 0 {
 		t.Fatalf("AnyMustPass cost 3: %+v %v, want b to admit and have 0 left", res, err)
+	}
+}
+
+// TestShadowUnderLoad: the same traffic, from many goroutines at once, on
+// an enforced rule and on the same rule in shadow mode: the shadow rule
+// admits every request and reports the enforced rule's denials.
+func TestShadowUnderLoad(t *testing.T) {
+	reg := ratesync.NewRegistry()
+	defer reg.Close()
+	if err := reg.ApplyConfig(mustParse(t, `
+[stores.main]
+engine = "memory"
+[limiters.enforced]
+store = "main"
+limit = 500
+window_seconds = 600
+[limiters.shadowed]
+store = "main"
+limit = 500
+window_seconds = 600
+shadow = true
+`)); err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, each = 32, 100
+	enf, _ := reg.For("enforced", "k")
+	sh, _ := reg.For("shadowed", "k")
+	var wg sync.WaitGroup
+	var enfAdmitted, shAdmitted, shMarked atomic.Int64
+	for range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if d, err := enf.Try(context.Background()); err == nil && d.Allowed {
+					enfAdmitted.Add(1)
+				}
+				d, err := sh.Try(context.Background())
+				if err == nil && d.Allowed {
+					shAdmitted.Add(1)
+				}
+				if d.Shadow {
+					shMarked.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	total := int64(goroutines * each)
+	em, sm := enf.Metrics(), sh.Metrics()
+	t.Logf("enforced: %d admitted, %d denied; shadow: %d admitted, %d denials reported (%d shadow)", enfAdmitted.Load(), em.Denials, shAdmitted.Load(), sm.Denials, sm.ShadowDenials)
+	if enfAdmitted.Load() != 500 || em.Denials != total-500 {
+		t.Fatalf("enforced rule: %d admitted, %d denied; want 500 and %d", enfAdmitted.Load(), em.Denials, total-500)
+	}
+	if shAdmitted.Load() != total || sm.Denials != em.Denials || sm.ShadowDenials != em.Denials || shMarked.Load() != em.Denials {
+		t.Fatalf("shadow rule: %d of %d admitted, %d denials, %d shadow denials, %d marked; want all admitted and %d of each", shAdmitted.Load(), total, sm.Denials, sm.ShadowDenials, shMarked.Load(), em.Denials)
 	}
 }
