@@ -23,6 +23,7 @@ import (
 
 	"github.com/rate-sync/ratesync-go"
 	"github.com/rate-sync/ratesync-go/httplimit"
+	"github.com/rate-sync/ratesync-go/internal/ratefields"
 	"github.com/rate-sync/ratesync-go/ratesyncprom"
 )
 
@@ -266,15 +267,14 @@ func (s *Server) rateHeaders(w http.ResponseWriter, l *ratesync.Limiter, d rates
 		return
 	}
 	p := describe(l.Name(), r)
-	var b strings.Builder
-	p.item(&b)
+	t := fieldTime(d)
 	h := w.Header()
-	h.Set("RateLimit-Policy", b.String())
-	h.Set("RateLimit", p.limitItem(d))
+	h.Set("RateLimit-Policy", p.Field[0])
+	h.Set("RateLimit", ratefields.Item(p.Rate, d, t))
 	if s.legacy {
-		h.Set("X-RateLimit-Limit", strconv.FormatInt(p.q, 10))
+		h.Set("X-RateLimit-Limit", strconv.FormatInt(p.Rate.Limit, 10))
 		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(d.Remaining, 0)))
-		h.Set("X-RateLimit-Reset", strconv.FormatInt(fieldSeconds(d), 10))
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(t, 10))
 	}
 }
 
@@ -310,7 +310,7 @@ func (s *Server) handleTry(w http.ResponseWriter, r *http.Request) {
 	}
 	s.rateHeaders(w, l, d)
 	if !d.Allowed {
-		w.Header().Set("Retry-After", strconv.FormatInt(max(ceilSeconds(d.RetryAfter), 1), 10))
+		w.Header().Set("Retry-After", strconv.FormatInt(retrySeconds(d.RetryAfter), 10))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -351,7 +351,7 @@ func (s *Server) handleAcquire(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var te *ratesync.TimeoutError
 		if errors.As(err, &te) && r.Context().Err() == nil {
-			retry := max(ceilSeconds(te.RetryAfter), 1)
+			retry := retrySeconds(te.RetryAfter)
 			w.Header().Set("Retry-After", strconv.FormatInt(retry, 10))
 			httplimit.WriteProblem(w, httplimit.Problem{Type: httplimit.QuotaExceeded, Title: "Too Many Requests", Status: http.StatusTooManyRequests,
 				Detail: err.Error(), ViolatedPolicies: []string{l.Name()}, RetryAfterSeconds: retry})

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/internal/ratefields"
 )
 
 func init() { ratesync.RegisterSection("rls", parseRLS) }
@@ -174,7 +175,7 @@ func RLSConfigOf(reg *ratesync.Registry) *RLSConfig {
 type node struct {
 	d        *Descriptor
 	limiter  string
-	policy   *policy // how the limiter is advertised; nil without one
+	policy   *ratefields.Policy // how the limiter is advertised; nil without one
 	exact    map[[2]string]*node
 	anyValue map[string]*node
 }

@@ -1,74 +1,34 @@
 package server
 
 import (
-	"math"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/internal/ratefields"
 )
 
-// policy is how one limiter is advertised: its quota q per w seconds, as
-// in RateLimit-Policy (and as httplimit advertises it):
-//   - sliding window: q = limit, w = window (whole seconds, rounded up);
-//   - token bucket: the sustained rate over the time a full burst takes to
-//     refill, w = max(1, ceil(burst/rate)) and q = max(floor(rate*w), burst).
-type policy struct {
-	name   string
-	quoted string // name as a structured-field string
-	q      int64
-	w      int64 // seconds
+// describe returns how limiter name's rule r is advertised: its rate or
+// window quota alone (ratefields.Describe, without max_concurrent, which
+// an RLS rule never has and the HTTP API does not advertise).
+func describe(name string, r ratesync.Rule) *ratefields.Policy {
+	r.MaxConcurrent = 0
+	return ratefields.Describe(name, r)
 }
 
-func describe(name string, r ratesync.Rule) *policy {
-	p := &policy{name: name, quoted: strconv.Quote(name)}
-	switch {
-	case r.Algorithm == ratesync.SlidingWindow:
-		p.q, p.w = int64(r.Limit), int64(math.Ceil(r.Window.Seconds()))
-	case r.RatePerSecond > 0:
-		w := max(1, math.Ceil(float64(r.Burst)/r.RatePerSecond))
-		p.q, p.w = max(int64(r.RatePerSecond*w), int64(r.Burst)), int64(w)
-	}
-	p.w = max(p.w, 1)
-	return p
-}
+// retrySeconds is the Retry-After of a denial: its retry in whole seconds,
+// at least 1 and at most a year. The service reports a retry longer than
+// a day as is (ratefields.RetrySeconds, which the middlewares send, stops
+// at a day).
+func retrySeconds(d time.Duration) int64 { return max(ratefields.CeilSeconds(d), 1) }
 
-// item appends the RateLimit-Policy item of p.
-func (p *policy) item(b *strings.Builder) {
-	if b.Len() > 0 {
-		b.WriteString(", ")
-	}
-	b.WriteString(p.quoted)
-	b.WriteString(";q=")
-	b.WriteString(strconv.FormatInt(p.q, 10))
-	b.WriteString(";w=")
-	b.WriteString(strconv.FormatInt(p.w, 10))
-}
-
-// limitItem returns the RateLimit field of decision d under p.
-func (p *policy) limitItem(d ratesync.Decision) string {
-	s := p.quoted + ";r=" + strconv.Itoa(max(d.Remaining, 0))
-	if t := fieldSeconds(d); t > 0 {
-		s += ";t=" + strconv.FormatInt(t, 10)
-	}
-	return s
-}
-
-// fieldSeconds is the t of a RateLimit item: the retry of a denial, else
-// the time until the quota is full again.
-func fieldSeconds(d ratesync.Decision) int64 {
+// fieldTime is the t of a RateLimit item (and X-RateLimit-Reset): the
+// retry of a denial (retrySeconds), else the time until the quota is full
+// again.
+func fieldTime(d ratesync.Decision) int64 {
 	if !d.Allowed && d.RetryAfter > 0 {
-		return max(ceilSeconds(d.RetryAfter), 1)
+		return retrySeconds(d.RetryAfter)
 	}
-	return ceilSeconds(d.ResetAfter)
-}
-
-func ceilSeconds(d time.Duration) int64 {
-	if d <= 0 {
-		return 0
-	}
-	return min(int64((d+time.Second-1)/time.Second), 86400*366)
+	return ratefields.CeilSeconds(d.ResetAfter)
 }
 
 // unitOf returns the Envoy unit that expresses w seconds: the largest of

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/rate-sync/ratesync-go"
+	"github.com/rate-sync/ratesync-go/internal/ratefields"
 )
 
 // rlsService is envoy.service.ratelimit.v3.RateLimitService.
@@ -37,7 +38,7 @@ func (r rlsService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReq
 type rlsPart struct {
 	limiter string
 	id      string
-	policy  *policy
+	policy  *ratefields.Policy
 	cost    uint64
 	d       ratesync.Decision
 	over    bool // this part denied the request
@@ -225,11 +226,11 @@ func (s *Server) rlsResponse(descs []*ratelimitv3.RateLimitDescriptor, matched [
 
 // currentLimit is a limiter's quota as Envoy's RateLimit: q per w seconds,
 // in the largest unit that divides w.
-func currentLimit(p *policy) *rlsv3.RateLimitResponse_RateLimit {
-	unit, mult := unitOf(p.w)
+func currentLimit(p *ratefields.Policy) *rlsv3.RateLimitResponse_RateLimit {
+	unit, mult := unitOf(p.Rate.Window)
 	l := &rlsv3.RateLimitResponse_RateLimit{
-		Name:            p.name,
-		RequestsPerUnit: uint32(min(p.q, math.MaxUint32)),
+		Name:            p.Rate.Name,
+		RequestsPerUnit: uint32(min(p.Rate.Limit, math.MaxUint32)),
 		Unit:            rlsv3.RateLimitResponse_RateLimit_Unit(rlsv3.RateLimitResponse_RateLimit_Unit_value[unit]),
 	}
 	if mult != 1 {
@@ -251,7 +252,7 @@ func (s *Server) rlsHeaders(parts []*rlsPart) []*corev3.HeaderValue {
 	for _, p := range parts {
 		if !seen[p.limiter] {
 			seen[p.limiter] = true
-			p.policy.item(&pol)
+			p.policy.WriteItems(&pol)
 		}
 		switch {
 		case bind == nil:
@@ -264,18 +265,19 @@ func (s *Server) rlsHeaders(parts []*rlsPart) []*corev3.HeaderValue {
 	}
 	d := bind.d
 	d.Allowed = !bind.over
+	t := fieldTime(d)
 	h := []*corev3.HeaderValue{
 		{Key: "RateLimit-Policy", Value: pol.String()},
-		{Key: "RateLimit", Value: bind.policy.limitItem(d)},
+		{Key: "RateLimit", Value: ratefields.Item(bind.policy.Rate, d, t)},
 	}
 	if bind.over {
-		h = append(h, &corev3.HeaderValue{Key: "Retry-After", Value: strconv.FormatInt(max(ceilSeconds(d.RetryAfter), 1), 10)})
+		h = append(h, &corev3.HeaderValue{Key: "Retry-After", Value: strconv.FormatInt(retrySeconds(d.RetryAfter), 10)})
 	}
 	if s.legacy {
 		h = append(h,
-			&corev3.HeaderValue{Key: "X-RateLimit-Limit", Value: strconv.FormatInt(bind.policy.q, 10)},
+			&corev3.HeaderValue{Key: "X-RateLimit-Limit", Value: strconv.FormatInt(bind.policy.Rate.Limit, 10)},
 			&corev3.HeaderValue{Key: "X-RateLimit-Remaining", Value: strconv.Itoa(max(d.Remaining, 0))},
-			&corev3.HeaderValue{Key: "X-RateLimit-Reset", Value: strconv.FormatInt(fieldSeconds(d), 10)})
+			&corev3.HeaderValue{Key: "X-RateLimit-Reset", Value: strconv.FormatInt(t, 10)})
 	}
 	return h
 }

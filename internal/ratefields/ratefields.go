@@ -177,7 +177,7 @@ func FieldTime(d ratesync.Decision, retry time.Duration) int64 {
 	if !d.Allowed && d.RetryAfter > 0 {
 		return RetrySeconds(retry)
 	}
-	return ceilSeconds(d.ResetAfter)
+	return CeilSeconds(d.ResetAfter)
 }
 
 // AppendItem appends the RateLimit item of quota q for d, with t (from
@@ -207,13 +207,14 @@ func RetrySeconds(d time.Duration) int64 {
 	if d <= 0 {
 		return 1
 	}
-	return min(ceilSeconds(d), day)
+	return min(CeilSeconds(d), day)
 }
 
-// ceilSeconds rounds d up to whole seconds, at most a year (366 days);
-// compared before it is rounded, so that a duration near the largest
-// (a check that can never pass) does not overflow.
-func ceilSeconds(d time.Duration) int64 {
+// CeilSeconds rounds d up to whole seconds: 0 for d <= 0, at most a year
+// (366 days); compared before it is rounded, so that a duration near the
+// largest (a check that can never pass) does not overflow. It is the t of
+// a reset; a retry is RetrySeconds.
+func CeilSeconds(d time.Duration) int64 {
 	const year = 86400 * 366
 	switch {
 	case d <= 0:

@@ -139,6 +139,30 @@ func TestRetrySeconds(t *testing.T) {
 	}
 }
 
+func TestCeilSeconds(t *testing.T) {
+	const year = 86400 * 366
+	tests := []struct {
+		d    time.Duration
+		want int64
+	}{
+		{-time.Second, 0},
+		{0, 0},
+		{1, 1},
+		{time.Second, 1},
+		{time.Second + 1, 2},
+		{48 * time.Hour, 172800}, // no day bound, unlike RetrySeconds
+		{year * time.Second, year},
+		{year*time.Second + 1, year},
+		{math.MaxInt64 - time.Second + 2, year}, // rounding up would overflow
+		{math.MaxInt64, year},
+	}
+	for _, tt := range tests {
+		if got := CeilSeconds(tt.d); got != tt.want {
+			t.Errorf("CeilSeconds(%v) = %d, want %d", tt.d, got, tt.want)
+		}
+	}
+}
+
 // A rate denial advertises the store's exact retry; a concurrency denial
 // the estimate from the hold times, bounded by the store's and the TTL.
 func TestRetryAfter(t *testing.T) {
