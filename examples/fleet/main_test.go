@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"regexp"
@@ -13,11 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
-	"github.com/rate-sync/ratesync-go"
 	"github.com/rate-sync/ratesync-go/examples/internal/storeenv"
+	"github.com/rate-sync/ratesync-go/examples/internal/storeenv/storeenvtest"
 	"github.com/rate-sync/ratesync-go/internal/testenv"
 )
 
@@ -63,44 +60,12 @@ func TestFleetPostgres(t *testing.T) {
 	}
 }
 
-// useStore points the example (and its instance processes, which inherit
-// the environment) at a Redis key prefix or a PostgreSQL schema of the
-// test's own, removed when the test ends.
+// useStore points the example (and its processes, which inherit the
+// environment) at a Redis key prefix or a PostgreSQL schema of the test's
+// own, removed when the test ends.
 func useStore(t *testing.T, redisURL, pgURL string) {
 	t.Helper()
-	var b [6]byte
-	rand.Read(b[:])
-	name := "cookbook_fleet_" + hex.EncodeToString(b[:])
-	t.Setenv("REDIS_URL", redisURL)
-	t.Setenv("POSTGRES_URL", pgURL)
-	t.Setenv("KEY_PREFIX", name)
-	t.Setenv("PG_SCHEMA", name)
-	switch {
-	case redisURL != "":
-		t.Cleanup(func() {
-			reg := ratesync.NewRegistry()
-			defer reg.Close()
-			if err := storeenv.Apply(reg, "rate-sync.toml", config); err != nil {
-				t.Error(err)
-				return
-			}
-			if err := reg.ResetStore(context.Background(), "redis"); err != nil {
-				t.Errorf("removing the keys under %s: %v", name, err)
-			}
-		})
-	case pgURL != "":
-		t.Cleanup(func() {
-			p, err := pgxpool.New(context.Background(), pgURL)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer p.Close()
-			if _, err := p.Exec(context.Background(), `DROP SCHEMA IF EXISTS "`+name+`" CASCADE`); err != nil {
-				t.Errorf("dropping schema %s: %v", name, err)
-			}
-		})
-	}
+	storeenvtest.Use(t, "cookbook_fleet_", redisURL, pgURL, config)
 }
 
 // runFleet runs the example and returns what each instance admitted, the
