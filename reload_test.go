@@ -25,6 +25,18 @@ func mustParse(t *testing.T, toml string) *ratesync.Config {
 	return cfg
 }
 
+// loaded returns a registry that cfg was loaded into (Reload), closed
+// when the test ends.
+func loaded(t *testing.T, cfg *ratesync.Config) *ratesync.Registry {
+	t.Helper()
+	reg := ratesync.NewRegistry()
+	t.Cleanup(func() { reg.Close() })
+	if err := reg.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return reg
+}
+
 // tryN makes n attempts and returns how many were admitted.
 func tryN(t *testing.T, l *ratesync.Limiter, n int) int {
 	t.Helper()
@@ -69,11 +81,7 @@ func itoa(n int) string {
 }
 
 func TestReloadKeepsStateAndHandlesFollow(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
-	if err := reg.Reload(windowCfg(t, 3)); err != nil {
-		t.Fatal(err)
-	}
+	reg := loaded(t, windowCfg(t, 3))
 	base, _ := reg.Get("api")
 	alice := base.For("alice") // obtained before the reloads
 	if got := tryN(t, alice, 5); got != 3 {
@@ -109,9 +117,7 @@ func TestReloadKeepsStateAndHandlesFollow(t *testing.T) {
 }
 
 func TestReloadRemovedLimiterNeverFailsOpen(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
-	if err := reg.Reload(mustParse(t, `
+	reg := loaded(t, mustParse(t, `
 [stores.main]
 engine = "memory"
 [limiters.api]
@@ -120,9 +126,7 @@ rate_per_second = 1
 [limiters.other]
 store = "main"
 rate_per_second = 1
-`)); err != nil {
-		t.Fatal(err)
-	}
+`))
 	old, _ := reg.For("api", "k")
 	if err := reg.Reload(mustParse(t, `
 [stores.main]
@@ -172,12 +176,8 @@ store = "main"
 max_concurrent = `+itoa(max)+`
 `)
 	}
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
 	ctx := context.Background()
-	if err := reg.Reload(conc(2, "30")); err != nil {
-		t.Fatal(err)
-	}
+	reg := loaded(t, conc(2, "30"))
 	l1, err := reg.Acquire(ctx, "jobs")
 	if err != nil {
 		t.Fatal(err)
@@ -327,9 +327,7 @@ func TestWatchConfigInvalidAtStart(t *testing.T) {
 }
 
 func TestShadowAdmitsAndCountsLikeTheEnforcedRule(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
-	if err := reg.ApplyConfig(mustParse(t, `
+	reg := loaded(t, mustParse(t, `
 [stores.main]
 engine = "memory"
 [limiters.enforced]
@@ -341,9 +339,7 @@ store = "main"
 limit = 3
 window_seconds = 60
 shadow = true
-`)); err != nil {
-		t.Fatal(err)
-	}
+`))
 	ctx := context.Background()
 	enf, _ := reg.Get("enforced")
 	sh, _ := reg.Get("shadowed")
@@ -385,9 +381,7 @@ shadow = true
 }
 
 func TestShadowPartOfAComposite(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
-	if err := reg.ApplyConfig(mustParse(t, `
+	reg := loaded(t, mustParse(t, `
 [stores.main]
 engine = "memory"
 [limiters.ip]
@@ -399,9 +393,7 @@ store = "main"
 limit = 2
 window_seconds = 60
 shadow = true
-`)); err != nil {
-		t.Fatal(err)
-	}
+`))
 	c, err := reg.Composite(map[string]string{"by_ip": "ip", "by_account": "account"}, ratesync.AllMustPass)
 	if err != nil {
 		t.Fatal(err)
@@ -448,11 +440,7 @@ window_seconds = 60
 `
 
 func TestOverridesApplyToIdentifiers(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
-	if err := reg.Reload(mustParse(t, overrideConfig)); err != nil {
-		t.Fatal(err)
-	}
+	reg := loaded(t, mustParse(t, overrideConfig))
 	cases := []struct {
 		name string
 		l    func() *ratesync.Limiter
@@ -515,9 +503,7 @@ func TestOverrideErrors(t *testing.T) {
 }
 
 func TestCompositeWithCost(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
-	if err := reg.ApplyConfig(mustParse(t, `
+	reg := loaded(t, mustParse(t, `
 [stores.main]
 engine = "memory"
 [limiters.a]
@@ -528,9 +514,7 @@ window_seconds = 60
 store = "main"
 limit = 8
 window_seconds = 60
-`)); err != nil {
-		t.Fatal(err)
-	}
+`))
 	ctx := context.Background()
 	c, _ := reg.Composite(map[string]string{"pa": "a", "pb": "b"}, ratesync.AllMustPass)
 	ids := map[string]string{"pa": "x", "pb": "x"}
@@ -573,9 +557,7 @@ window_seconds = 60
 // an enforced rule and on the same rule in shadow mode: the shadow rule
 // admits every request and reports the enforced rule's denials.
 func TestShadowUnderLoad(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
-	if err := reg.ApplyConfig(mustParse(t, `
+	reg := loaded(t, mustParse(t, `
 [stores.main]
 engine = "memory"
 [limiters.enforced]
@@ -587,9 +569,7 @@ store = "main"
 limit = 500
 window_seconds = 600
 shadow = true
-`)); err != nil {
-		t.Fatal(err)
-	}
+`))
 	const goroutines, each = 32, 100
 	enf, _ := reg.For("enforced", "k")
 	sh, _ := reg.For("shadowed", "k")

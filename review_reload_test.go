@@ -66,12 +66,8 @@ func acquireAsync(ctx context.Context, l *ratesync.Limiter, opts ...ratesync.Cal
 // waiter never takes it and times out (the docs: a raised max_concurrent
 // "applies at once to the usage already counted").
 func TestReviewReloadWaiterGetsRaisedSlot(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
 	ctx := context.Background()
-	if err := reg.Reload(reviewConc(t, 1, "")); err != nil {
-		t.Fatal(err)
-	}
+	reg := loaded(t, reviewConc(t, 1, ""))
 	jobs, _ := reg.Get("jobs")
 	held, err := jobs.Acquire(ctx)
 	if err != nil {
@@ -100,12 +96,8 @@ func TestReviewReloadWaiterGetsRaisedSlot(t *testing.T) {
 // limit: with max_concurrent lowered 2 -> 1 and one lease still held, the
 // waiter is granted a second concurrent lease (a reload over-admits).
 func TestReviewReloadWaiterOverAdmitsLoweredLimit(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
 	ctx := context.Background()
-	if err := reg.Reload(reviewConc(t, 2, "")); err != nil {
-		t.Fatal(err)
-	}
+	reg := loaded(t, reviewConc(t, 2, ""))
 	jobs, _ := reg.Get("jobs")
 	a, _ := jobs.Acquire(ctx)
 	b, _ := jobs.Acquire(ctx)
@@ -131,12 +123,8 @@ func TestReviewReloadWaiterOverAdmitsLoweredLimit(t *testing.T) {
 // of failing with ErrLimiterNotFound; and when a slot frees, it is
 // admitted by a rule that no longer exists.
 func TestReviewReloadWaiterOfRemovedRule(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
 	ctx := context.Background()
-	if err := reg.Reload(reviewConc(t, 1, "[limiters.keep]\nstore = \"main\"\nrate_per_second = 1\n")); err != nil {
-		t.Fatal(err)
-	}
+	reg := loaded(t, reviewConc(t, 1, "[limiters.keep]\nstore = \"main\"\nrate_per_second = 1\n"))
 	jobs, _ := reg.Get("jobs")
 	held, _ := jobs.Acquire(ctx)
 	defer held.Release(ctx)
@@ -161,12 +149,8 @@ func TestReviewReloadWaiterOfRemovedRule(t *testing.T) {
 // of the enforced rule (which keep waiting), although the docs say
 // "Acquire never waits for a shadow rule".
 func TestReviewReloadShadowMakesCallersWait(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
 	ctx := context.Background()
-	if err := reg.Reload(reviewConc(t, 1, "")); err != nil {
-		t.Fatal(err)
-	}
+	reg := loaded(t, reviewConc(t, 1, ""))
 	jobs, _ := reg.Get("jobs")
 	held, _ := jobs.Acquire(ctx)
 	defer held.Release(ctx)
@@ -384,12 +368,8 @@ store = "main"
 rate_per_second = 10
 `)
 	}
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
 	ctx := context.Background()
-	if err := reg.Reload(cfg(1)); err != nil {
-		t.Fatal(err)
-	}
+	reg := loaded(t, cfg(1))
 	en, rel := make(chan struct{}), make(chan struct{})
 	reviewPeek.mu.Lock()
 	reviewPeek.entered, reviewPeek.release = en, rel
@@ -647,9 +627,7 @@ func TestReviewReloadShadowFailsClosed(t *testing.T) {
 // enforced parts do (as AllMustPass does, deciding them again without the
 // shadow parts).
 func TestReviewReloadShadowPartOfAnyMustPass(t *testing.T) {
-	reg := ratesync.NewRegistry()
-	defer reg.Close()
-	if err := reg.Reload(mustParse(t, `
+	reg := loaded(t, mustParse(t, `
 [stores.main]
 engine = "memory"
 [limiters.enforced]
@@ -661,9 +639,7 @@ store = "main"
 limit = 1
 window_seconds = 60
 shadow = true
-`)); err != nil {
-		t.Fatal(err)
-	}
+`))
 	c, err := reg.Composite(map[string]string{"a": "enforced", "b": "measured"}, ratesync.AnyMustPass)
 	if err != nil {
 		t.Fatal(err)
