@@ -649,10 +649,15 @@ func (r *Registry) ApplyConfig(cfg *Config) error { return r.apply(cfg, false) }
 // the old one closed when its leases are gone. On error nothing changes.
 // Every call is counted in Reloads.
 func (r *Registry) Reload(cfg *Config) error {
-	err := r.apply(cfg, true)
-	r.reloads.note(cfg.File, err)
+	return r.noteReload(cfg.File, r.apply(cfg, true))
+}
+
+// noteReload counts a reload of file that ended with err (nil: applied),
+// logs a rejection, and returns err.
+func (r *Registry) noteReload(file string, err error) error {
+	r.reloads.note(file, err)
 	if err != nil {
-		r.logger().Error("ratesync: configuration rejected; the one in force stays", "file", cfg.File, "error", err)
+		r.logger().Error("ratesync: configuration rejected; the one in force stays", "file", file, "error", err)
 	}
 	return err
 }

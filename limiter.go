@@ -53,16 +53,16 @@ type ruleState struct {
 // removedRule is the successor of a rule a reload removed.
 var removedRule = &ruleState{}
 
-// latest returns the rule in force for rs's name: rs, or the last of its
-// successors; ErrLimiterNotFound once the rule was removed.
-func (rs *ruleState) latest() (*ruleState, error) {
+// latest returns the last rule of rs's name: rs, or the last of its
+// successors, and whether a reload removed it since.
+func (rs *ruleState) latest() (last *ruleState, removed bool) {
 	for n := rs.succ.Load(); n != nil; n = rs.succ.Load() {
 		if n == removedRule {
-			return nil, notFound(ErrLimiterNotFound, rs.name)
+			return rs, true
 		}
 		rs = n
 	}
-	return rs, nil
+	return rs, false
 }
 
 // current returns l, or a limiter for the same identifiers bound to the
@@ -72,9 +72,9 @@ func (rs *ruleState) latest() (*ruleState, error) {
 func (l *Limiter) current() (*Limiter, error) {
 	rs := l.r
 	if rs.succ.Load() != nil {
-		var err error
-		if rs, err = rs.latest(); err != nil {
-			return nil, err
+		var removed bool
+		if rs, removed = rs.latest(); removed {
+			return nil, notFound(ErrLimiterNotFound, rs.name)
 		}
 	}
 	if rs.overrides != nil && l.up != nil {
@@ -231,11 +231,8 @@ func (l *Limiter) Rule() Rule {
 	if c, err := l.current(); err == nil {
 		return c.r.rule
 	}
-	rs := l.r
-	for n := rs.succ.Load(); n != nil && n != removedRule; n = rs.succ.Load() {
-		rs = n
-	}
-	return rs.rule
+	last, _ := l.r.latest()
+	return last.rule
 }
 
 // Metrics returns a snapshot of the rule's counters in this process.

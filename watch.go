@@ -119,19 +119,14 @@ const rewatchEvery = 500 * time.Millisecond
 func (r *Registry) reloadFile(path string, last []byte) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		err = fmt.Errorf("ratesync: read config: %w", err)
-		r.reloads.note(path, err)
-		r.logger().Error("ratesync: configuration rejected; the one in force stays", "file", path, "error", err)
-		return nil, err
+		return nil, r.noteReload(path, fmt.Errorf("ratesync: read config: %w", err))
 	}
 	if last != nil && bytes.Equal(data, last) {
 		return nil, nil
 	}
 	cfg, err := ParseConfig(path, data)
 	if err != nil {
-		r.reloads.note(path, err)
-		r.logger().Error("ratesync: configuration rejected; the one in force stays", "file", path, "error", err)
-		return data, err
+		return data, r.noteReload(path, err)
 	}
 	return data, r.Reload(cfg)
 }
