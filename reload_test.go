@@ -604,3 +604,22 @@ shadow = true
 		t.Fatalf("shadow rule: %d of %d admitted, %d denials, %d shadow denials, %d marked; want all admitted and %d of each", shAdmitted.Load(), total, sm.Denials, sm.ShadowDenials, shMarked.Load(), em.Denials)
 	}
 }
+
+// A caller that has left gets its context's error from a shadow rule, as
+// from any rule: shadow mode admits what the rule would deny, not calls
+// that were never decided.
+func TestShadowCancelledCaller(t *testing.T) {
+	reg := loaded(t, mustParse(t, "[stores.main]\nengine = \"memory\"\n[limiters.s]\nstore = \"main\"\nlimit = 1\nwindow_seconds = 60\nshadow = true\n"))
+	l, _ := reg.For("s", "k")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if d, err := l.Try(ctx); !errors.Is(err, context.Canceled) || d.Allowed {
+		t.Fatalf("Try with a cancelled context: %+v, %v; want context.Canceled and no admission", d, err)
+	}
+	if _, err := l.Acquire(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire with a cancelled context: %v, want context.Canceled", err)
+	}
+	if m := l.Metrics(); m.Acquisitions != 0 || m.ShadowDenials != 0 {
+		t.Fatalf("a cancelled caller was counted: %+v", m)
+	}
+}
